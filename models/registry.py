@@ -1,0 +1,60 @@
+"""Name -> model class registry in the style of timm: a decorator and a dict."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench.errors import BenchError
+
+from .base import SurvivalModel
+
+# BLCA `sig` table with every genomic column kept (TSG, Onc, PK, CDM, TF, CGF).
+DEFAULT_OMIC_SIZES = (94, 334, 521, 468, 1496, 479)
+N_GROUPS = 6
+
+_MODELS: dict[str, type[SurvivalModel]] = {}
+
+
+def register_model(cls: type[SurvivalModel]) -> type[SurvivalModel]:
+    """Class decorator: make `cls` available to `create_model(cls.name, ...)`."""
+    if not getattr(cls, "name", ""):
+        raise TypeError(f"{cls.__qualname__} must set a class attribute `name` to be registered")
+    if cls.name in _MODELS and _MODELS[cls.name] is not cls:
+        raise TypeError(f"model name {cls.name!r} is registered twice")
+    _MODELS[cls.name] = cls
+    return cls
+
+
+def list_models() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model_class(name: str) -> type[SurvivalModel]:
+    """The registered class for `name`; a clear error listing the known names otherwise."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise BenchError(
+            f"unknown model {name!r}. Registered models: {', '.join(list_models())}. "
+            "Pick one of those (python -m bench.run --list-models prints them)."
+        ) from None
+
+
+def create_model(
+    name: str,
+    *,
+    path_dim: int = 1024,
+    omic_sizes: Sequence[int] = DEFAULT_OMIC_SIZES,
+    n_bins: int = 4,
+    **hparams,
+) -> SurvivalModel:
+    """Build model `name` for the given input sizes and hyperparameters."""
+    cls = get_model_class(name)
+    omic_sizes = tuple(int(s) for s in omic_sizes)
+    if len(omic_sizes) != N_GROUPS or any(s < 1 for s in omic_sizes):
+        raise BenchError(
+            f"omic_sizes must list {N_GROUPS} positive group sizes (TSG, Onc, PK, CDM, TF, CGF), "
+            f"got {omic_sizes!r}. Take them from the cohort (Cohort.omic_sizes)."
+        )
+    return cls(path_dim=path_dim, omic_sizes=omic_sizes, n_bins=n_bins, **hparams)

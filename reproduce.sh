@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The README's two commands:
+#   ./reproduce.sh        set up .venv if needed, then run the embedded default end to end
+#   ./reproduce.sh test   set up .venv if needed, then run the test suite
+# Set-up is skipped when .venv was built from the current pyproject.toml (a second call costs seconds).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+VENV=.venv
+STAMP="$VENV/.installed-from"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+
+if [[ ! -x "$VENV/bin/python" || ! -f "$STAMP" || "$(cat "$STAMP")" != "$want" ]]; then
+    echo "[reproduce] setting up $VENV (pyproject.toml changed or no venv yet)"
+    t0=$(date +%s)
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -e '.[test]'
+    echo "$want" > "$STAMP"
+    echo "[reproduce] set-up took $(( $(date +%s) - t0 )) s"
+fi
+
+export MLFLOW_DISABLE_TELEMETRY=true
+case "${1:-run}" in
+    test)
+        shift || true
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    run)
+        exec "$VENV/bin/python" -m bench.reproduce
+        ;;
+    *)
+        echo "usage: ./reproduce.sh [test [pytest args...]]" >&2
+        exit 2
+        ;;
+esac
