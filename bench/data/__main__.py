@@ -1,0 +1,79 @@
+"""`python -m bench.data synth|fetch|check`: make, download or validate a data root."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench.errors import BenchError, cli_main
+
+from .layout import DataRoot, parse_cohorts
+
+
+def _synth(args) -> int:
+    from .synth import DEFAULT_SCALE, synthesize
+
+    t0 = time.perf_counter()
+    print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE})")
+    synthesize(args.out, parse_cohorts(args.cohorts), seed=args.seed, scale=args.scale or DEFAULT_SCALE)
+    print(f"done in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _check(args) -> int:
+    from .check import check_cohort
+
+    root = DataRoot(args.data_root, args.features_dir)
+    missing_any = False
+    for cohort in parse_cohorts(args.cohorts):
+        rep = check_cohort(root, cohort, args.table_variant, features=not args.no_features,
+                           allow_unverified=args.allow_unverified_splits, deep=args.deep)
+        print("\n".join(rep.lines))
+        missing_any |= bool(rep.missing_patients)
+    if missing_any and args.on_missing == "error":
+        raise BenchError("some patients have no slide features (listed above). Extract them, or pass --on-missing skip "
+                         "to run without those patients (the run records which were dropped).")
+    return 0
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("synth", help="write the synthetic TCGA-like cohorts (real formats, known ground truth)")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--scale", type=float, default=None, help="fraction of the real patient counts (default 0.12)")
+    s.add_argument("--cohorts", default=None, help="comma-separated short names (default: all five)")
+    s.set_defaults(func=_synth)
+
+    c = sub.add_parser("check", help="validate a data root and print a per-cohort summary")
+    c.add_argument("--data-root", type=Path, required=True)
+    c.add_argument("--cohorts", default=None)
+    c.add_argument("--table-variant", choices=["sig", "mutsig"], default=None,
+                   help="read tables/<variant>/ (fetched real tables); default: tables/")
+    c.add_argument("--features-dir", type=Path, default=None, help="MCAT-style feature folder (tcga_<c>_20x_features/)")
+    c.add_argument("--no-features", action="store_true", help="skip the slide-feature checks")
+    c.add_argument("--deep", action="store_true", help="read every bag and check its values (slow on real data)")
+    c.add_argument("--on-missing", choices=["error", "skip"], default="error")
+    c.add_argument("--allow-unverified-splits", action="store_true")
+    c.set_defaults(func=_check)
+
+    try:
+        from . import fetch
+    except ImportError:
+        fetch = None
+    if fetch is not None and hasattr(fetch, "add_arguments"):
+        f = sub.add_parser("fetch", help="download and verify the public TCGA tables and splits")
+        fetch.add_arguments(f)
+        f.set_defaults(func=fetch.run)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+main = cli_main(_main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""Synthetic TCGA-like cohorts, written in the real formats, with a known ground truth.
+
+Each patient has latent factors z (3-d). They drive (a) a minority of genes in each of the 6
+signature groups, (b) a minority of "informative" patches in each bag (a tumour-like patch type
+whose features shift linearly with z), and (c) a Weibull hazard with log-risk beta.z, the oracle
+risk. Censoring is independent uniform follow-up, calibrated on the sample to the cohort's real
+censoring rate. So genomic-only, WSI-only and fused models each have signal to find, and the
+oracle C-index is the ceiling. Patient counts, censoring rates, median survival and group sizes
+mirror the real cohorts (data_formats.md sections 2 and 6); `scale` shrinks patient counts.
+Same seed -> byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from bench.splits import make_splits, write_split
+from bench.survival import assign_bins, c_index, fit_bin_edges
+
+from .cohort import GROUP_NAMES
+from .layout import COHORTS, DataRoot, slide_stem, study
+
+DEFAULT_SEED = 0
+DEFAULT_SCALE = 0.12
+FEATURE_DIM = 1024
+LATENT_DIM = 3
+BETA = np.array([1.0, -0.8, 0.6])  # log-hazard weights on z
+WEIBULL_SHAPE = 1.3
+GROUP_ABBREV = ("TSG", "ONC", "PK", "CDM", "TF", "CGF")
+
+
+@dataclass(frozen=True)
+class CohortSpec:
+    patients: int
+    censoring: float
+    median_months: float
+    omic_sizes: tuple[int, ...]  # every genomic column kept (sig tables; BRCA/GBMLGG from G-HANet's list)
+    cnv_only: bool = False
+
+
+SPECS = {
+    "blca": CohortSpec(373, 0.547, 17.61, (94, 334, 521, 468, 1496, 479)),
+    "brca": CohortSpec(956, 0.864, 28.93, (91, 353, 553, 480, 1565, 480)),
+    "gbmlgg": CohortSpec(569, 0.671, 19.22, (84, 314, 498, 415, 1395, 428)),
+    "luad": CohortSpec(453, 0.651, 21.88, (89, 334, 534, 471, 1510, 482)),
+    "ucec": CohortSpec(480, 0.844, 31.00, (3, 24, 21, 22, 65, 15), cnv_only=True),
+}
+
+
+def _group_columns(sizes: tuple[int, ...], cnv_only: bool) -> list[list[str]]:
+    """Column names per group: genes `<ABBR><nnnn>` with `_rnaseq`, about 10% also with `_cnv`."""
+    groups = []
+    for abbr, d in zip(GROUP_ABBREV, sizes):
+        if cnv_only:
+            groups.append([f"{abbr}{j:04d}_cnv" for j in range(d)])
+            continue
+        n_cnv = d // 10
+        n_genes = d - n_cnv
+        cols = [f"{abbr}{j:04d}_rnaseq" for j in range(n_genes)] + [f"{abbr}{j:04d}_cnv" for j in range(n_cnv)]
+        groups.append(sorted(cols))
+    return groups
+
+
+def _signatures() -> pd.DataFrame:
+    """One signature file for all cohorts: each family lists enough synthetic gene symbols."""
+    longest = max(max(s.omic_sizes) for s in SPECS.values())
+    return pd.DataFrame({name: [f"{abbr}{j:04d}" for j in range(longest)] for name, abbr in zip(GROUP_NAMES, GROUP_ABBREV)})
+
+
+def _write_zip_csv(path: Path, member: str, df: pd.DataFrame) -> None:
+    """CSV inside a zip with a fixed timestamp, so the same data gives the same bytes."""
+    buf = io.StringIO()
+    df.to_csv(buf, index=True, lineterminator="\n", float_format="%.6g")
+    info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(info, buf.getvalue())
+
+
+def _survival(rng: np.random.Generator, eta: np.ndarray, spec: CohortSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Weibull event times with median ~ the cohort's, uniform follow-up calibrated to its censoring rate."""
+    u = rng.uniform(size=len(eta))
+    t_event = (-np.log(u) * np.exp(-eta)) ** (1.0 / WEIBULL_SHAPE)
+    v = rng.uniform(size=len(eta))
+    lo, hi = 1e-3, 1e3  # follow-up = v * c_max; bisect c_max so that P(censored) matches
+    for _ in range(60):
+        c_max = np.sqrt(lo * hi) * spec.median_months
+        rate = np.mean(v * c_max < t_event)
+        lo, hi = (np.sqrt(lo * hi), hi) if rate > spec.censoring else (lo, np.sqrt(lo * hi))
+    t_cens = v * c_max
+    censored = (t_cens < t_event).astype(int)
+    time = np.where(censored == 1, t_cens, t_event)
+    time *= spec.median_months / np.median(time)  # observed median follow-up as in the real cohort
+    return np.round(np.maximum(time, 0.1), 2), censored
+
+
+def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
+    """Patches from tissue prototypes; a minority are tumour patches shifted along loadings @ z."""
+    kinds = rng.integers(0, len(prototypes), size=n_patches)
+    feats = prototypes[kinds] + 0.6 * rng.standard_normal((n_patches, FEATURE_DIM), dtype=np.float32)
+    frac = rng.uniform(0.1, 0.25)
+    inf = rng.uniform(size=n_patches) < frac
+    inf[rng.integers(n_patches)] = True  # at least one informative patch per slide
+    n_inf = int(inf.sum())
+    feats[inf] = tumour + (loadings @ z_i)[None, :] + 0.6 * rng.standard_normal((n_inf, FEATURE_DIM), dtype=np.float32)
+    return np.maximum(feats, 0.0).astype(np.float32)  # ResNet features are post-ReLU
+
+
+def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float) -> dict:
+    """Write one cohort's table, features, truth and splits; return its summary."""
+    spec = SPECS[cohort]
+    rng = np.random.default_rng([seed, COHORTS.index(cohort)])
+    n = max(20, int(round(spec.patients * scale)))
+    z = rng.standard_normal((n, LATENT_DIM))
+    eta = z @ BETA
+    time, censored = _survival(rng, eta, spec)
+
+    case_ids = [f"TCGA-S{COHORTS.index(cohort) + 1}-{i:04d}" for i in range(n)]
+    n_slides = 1 + rng.binomial(2, 0.15, size=n)
+    # genomics: about 15% of the genes in each group load on z; the rest are noise
+    groups = _group_columns(spec.omic_sizes, spec.cnv_only)
+    columns, values = [], []
+    for cols in groups:
+        d = len(cols)
+        load = rng.standard_normal((LATENT_DIM, d)) * (rng.uniform(size=d) < 0.15)
+        x = z @ load + rng.standard_normal((n, d))
+        is_cnv = np.array([c.endswith("_cnv") for c in cols])
+        x[:, is_cnv] = np.clip(np.round(x[:, is_cnv] / 1.5), -2, 2)
+        columns += cols
+        values.append(x)
+    omics = pd.DataFrame(np.round(np.concatenate(values, axis=1), 4), columns=columns)
+
+    prototypes = rng.gamma(1.0, 1.0, size=(8, FEATURE_DIM)).astype(np.float32)
+    tumour = rng.gamma(1.0, 1.0, size=FEATURE_DIM).astype(np.float32)
+    loadings = (rng.standard_normal((FEATURE_DIM, LATENT_DIM)) * 0.35).astype(np.float32)
+    feat_dir = root.features(cohort) / "h5_files"
+    feat_dir.mkdir(parents=True, exist_ok=True)
+    rows, patches = [], []
+    for i, case in enumerate(case_ids):
+        n_patch_total = 0
+        for k in range(n_slides[i]):
+            slide = f"{case}-01Z-00-DX{k + 1}.{rng.integers(0, 2**63):016X}{rng.integers(0, 2**63):016X}.svs"
+            n_patch = int(rng.integers(16, 97))
+            feats = _bag(rng, z[i].astype(np.float32), prototypes, tumour, loadings, n_patch)
+            coords = (np.stack([np.arange(n_patch) % 32, np.arange(n_patch) // 32], 1) * 256).astype(np.int32)
+            with h5py.File(feat_dir / f"{slide_stem(slide)}.h5", "w", track_order=False) as f:
+                f.create_dataset("features", data=feats, track_times=False)
+                f.create_dataset("coords", data=coords, track_times=False)
+            n_patch_total += n_patch
+            rows.append({"case_id": case, "slide_id": slide, "site": f"S{COHORTS.index(cohort) + 1}",
+                         "is_female": int(rng.integers(0, 2)), "oncotree_code": cohort.upper(),
+                         "age": int(rng.integers(35, 85)), "survival_months": time[i],
+                         "censorship": int(censored[i]), "train": 1, "_row": i})
+        patches.append(n_patch_total)
+    meta = pd.DataFrame(rows)
+    table = pd.concat([meta.drop(columns="_row"), omics.iloc[meta["_row"]].reset_index(drop=True)], axis=1)
+    _write_zip_csv(root.table(cohort), f"{study(cohort)}_all_clean.csv", table)
+
+    root.truth(cohort).parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"case_id": case_ids, "true_risk": np.round(eta, 6)}).to_csv(root.truth(cohort), index=False, lineterminator="\n")
+
+    event = 1 - censored
+    bins = assign_bins(time, fit_bin_edges(time, event))
+    for k, (train, val) in enumerate(make_splits(case_ids, event, bins, n_folds=5, seed=seed)):
+        write_split(root.split(cohort, k), train, val)
+    return {"cohort": cohort, "patients": n, "slides": int(n_slides.sum()), "censoring": float(censored.mean()),
+            "oracle_c_index": c_index(time, event, eta), "patches": int(np.sum(patches))}
+
+
+def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, log=print) -> list[dict]:
+    """Write the synthetic data root: signatures, then each cohort; records the parameters used."""
+    root = DataRoot(Path(out))
+    root.root.mkdir(parents=True, exist_ok=True)
+    _signatures().to_csv(root.signatures, index=False, lineterminator="\n")
+    summaries = []
+    for cohort in cohorts:
+        s = synth_cohort(root, cohort, seed, scale)
+        log(f"  synth {study(cohort):12s} {s['patients']:4d} patients  {s['slides']:4d} slides  {s['patches']:6d} patches  "
+            f"censoring {s['censoring']:.3f} (target {SPECS[cohort].censoring:.3f})  oracle C {s['oracle_c_index']:.3f}")
+        summaries.append(s)
+    params = {"generator": "bench.data.synth", "seed": seed, "scale": scale, "cohorts": list(cohorts)}
+    (root.root / "synth.json").write_text(json.dumps(params, indent=1) + "\n")
+    return summaries
