@@ -1,0 +1,267 @@
+"""`bench.data.fetch` against a local mirror of ../shared/data: pins, atomic writes, reruns, clear failures.
+
+The mirror is laid out like raw.githubusercontent.com (`<owner>/<repo>/<commit>/<path>`) from the
+upstream paths in SOURCES.md, independently of `sources.json`, and served over 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from bench.data import fetch as fetch_mod
+from bench.data.fetch import FetchError, fetch, plan
+from bench.data.layout import COHORTS, TABLE_VARIANTS
+from bench.errors import BenchError, cli_main
+
+MCAT = "mahmoodlab/MCAT/b9cca63be83c67de7f95308d54a58f80b78b0da1"
+PORPOISE = "mahmoodlab/PORPOISE/3390dc40e15995ba852d7a561faf0e996cf20501"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def git_blob(path: Path) -> str:
+    data = path.read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def shared_file(shared: Path, rel: str) -> Path:
+    """Where a data-root file (`tables/<v>/tcga_<c>_...`, `splits/...`, `signatures.csv`) lies in ../shared/data."""
+    parts = rel.split("/")
+    if parts[0] == "tables":
+        cohort = parts[2].split("_")[1]
+        return shared / "tcga" / cohort / parts[1] / parts[2]
+    return shared / rel
+
+
+def files_under(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def mirror(tmp_path, shared_data) -> Path:
+    """A GitHub-raw-shaped folder of symlinks into ../shared/data (BRCA/GBMLGG `sig` absent, as upstream here)."""
+    root = tmp_path / "mirror"
+    mcat, porpoise = root / MCAT, root / PORPOISE
+    (mcat / "datasets_csv_sig").mkdir(parents=True)
+    (porpoise / "datasets_csv_mutsig").mkdir(parents=True)
+    (mcat / "datasets_csv_sig" / "signatures.csv").symlink_to(shared_data / "signatures.csv")
+    (mcat / "splits").symlink_to(shared_data / "splits", target_is_directory=True)
+    for table in (shared_data / "tcga").glob("*/sig/*.zip"):
+        (mcat / "datasets_csv_sig" / table.name).symlink_to(table)
+    for table in (shared_data / "tcga").glob("*/mutsig/*.zip"):
+        (porpoise / "datasets_csv_mutsig" / table.name).symlink_to(table)
+    return root
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Static files; records every request and cuts paths in `server.truncate` off halfway."""
+
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        rel = urllib.parse.unquote(self.path.lstrip("/"))
+        if rel in self.server.truncate:
+            data = (Path(self.directory) / rel).read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            return
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(mirror):
+    """The mirror over http://127.0.0.1:<free port>; `.base`, `.requests`, `.truncate`."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(mirror)))
+    srv.requests, srv.truncate = [], set()
+    srv.base = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join()
+
+
+def test_fetch_three_cohorts_over_http_matches_shared_files(tmp_path, server, shared_data):
+    out, lines = tmp_path / "data", []
+    results = fetch(out, ["blca", "luad", "ucec"], mirror=server.base, log=lines.append)
+    assert len(results) == 1 + 3 * 5 + 3 * 2
+    assert {r.status for r in results} == {"downloaded"}
+    assert len(server.requests) == len(results)
+    for r in results:
+        rel = r.dest.relative_to(out).as_posix()
+        assert sha256(r.dest) == sha256(shared_file(shared_data, rel)), rel
+        assert r.nbytes == r.dest.stat().st_size
+    assert (out / "tables" / "sig" / "tcga_luad_all_clean.csv.zip").is_file()
+    assert (out / "tables" / "mutsig" / "tcga_blca_all_clean.csv.zip").is_file()
+    assert (out / "splits" / "5foldcv" / "tcga_ucec" / "splits_4.csv").is_file()
+    assert files_under(out) == sorted(r.dest for r in results)  # no temp files left
+    assert len(lines) == len(results) and all(line.startswith("downloaded") for line in lines)
+    assert "2,964,172 bytes" in "\n".join(lines)  # BLCA sig size on its progress line
+
+
+def test_rerun_downloads_nothing_and_replaces_only_what_is_missing_or_bad(tmp_path, server):
+    out = tmp_path / "data"
+    first = fetch(out, ["ucec"], mirror=server.base, log=lambda _: None)
+    assert len(server.requests) == len(first) == 8
+
+    lines = []
+    again = fetch(out, ["ucec"], mirror=server.base, log=lines.append)
+    assert len(server.requests) == 8
+    assert {r.status for r in again} == {"verified"}
+    assert all(line.startswith("already verified") for line in lines)
+
+    (out / "splits" / "5foldcv" / "tcga_ucec" / "splits_2.csv").unlink()
+    good = (out / "signatures.csv").read_bytes()
+    (out / "signatures.csv").write_bytes(good[:-1] + b"!")
+    lines.clear()
+    third = fetch(out, ["ucec"], mirror=server.base, log=lines.append)
+    assert len(server.requests) == 10
+    assert sorted(r.dest.name for r in third if r.status == "downloaded") == ["signatures.csv", "splits_2.csv"]
+    assert (out / "signatures.csv").read_bytes() == good
+    assert any(line.startswith("re-downloading") and "signatures.csv" in line for line in lines)
+
+
+def test_tampered_file_is_rejected_named_and_not_kept(tmp_path, server, mirror):
+    link = mirror / PORPOISE / "datasets_csv_mutsig" / "tcga_ucec_all_clean.csv.zip"
+    data = bytearray(link.read_bytes())
+    data[1000] ^= 0xFF
+    link.unlink()
+    link.write_bytes(bytes(data))
+    out = tmp_path / "data"
+    with pytest.raises(FetchError) as info:
+        fetch(out, ["ucec"], mirror=server.base, variants=["mutsig"], log=lambda _: None)
+    msg = str(info.value)
+    assert "tcga_ucec_all_clean.csv.zip" in msg
+    assert "e5f672279115dcd7bcad0ee560730fcde37aaed683a08660bc845c790e424c44" in msg  # expected (SOURCES.md)
+    assert hashlib.sha256(bytes(data)).hexdigest() in msg  # actual
+    dest_dir = out / "tables" / "mutsig"
+    assert files_under(dest_dir) == []
+    statuses = {r.dest.name: r.status for r in info.value.results}
+    assert statuses.pop("tcga_ucec_all_clean.csv.zip") == "failed"
+    assert set(statuses.values()) == {"downloaded"} and len(statuses) == 6  # the verified files are kept
+    assert all(r.dest.is_file() for r in info.value.results if r.status == "downloaded")
+
+
+def test_truncated_transfer_is_rejected_and_leaves_nothing(tmp_path, server):
+    rel = f"{MCAT}/datasets_csv_sig/tcga_ucec_all_clean.csv.zip"
+    server.truncate.add(rel)
+    out = tmp_path / "data"
+    with pytest.raises(FetchError, match="truncated") as info:
+        fetch(out, ["ucec"], mirror=server.base, variants=["sig"], log=lambda _: None)
+    assert f"{server.base}/{rel}" in " ".join(str(info.value).split())
+    assert "16,250 of 32,500 bytes" in str(info.value)
+    assert files_under(out / "tables") == []
+
+
+def test_missing_file_is_a_404_naming_the_url(tmp_path, server):
+    out = tmp_path / "data"
+    with pytest.raises(FetchError, match="HTTP 404") as info:
+        fetch(out, ["brca"], mirror=server.base, variants=["sig"], log=lambda _: None)
+    url = f"{server.base}/{MCAT}/datasets_csv_sig/tcga_brca_all_clean.csv.zip"
+    assert url in str(info.value)
+    assert not (out / "tables" / "sig" / "tcga_brca_all_clean.csv.zip").exists()
+    assert len(files_under(out)) == 6  # signatures + 5 BRCA splits verified and kept
+
+
+def test_offline_without_mirror_says_to_use_mirror(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fetch_mod, "RAW_BASE", "http://127.0.0.1:9")  # nothing listens; never the real network
+    out = tmp_path / "data"
+    with pytest.raises(FetchError) as info:
+        fetch(out, ["ucec"], log=lambda _: None, timeout=5)
+    assert "--mirror" in str(info.value) and "127.0.0.1:9" in str(info.value)
+    assert [r.status for r in info.value.results] == ["failed"]  # gives up at once instead of 8 timeouts
+    assert files_under(out) == []
+
+    code = cli_main(fetch_mod.main)(["--out", str(out), "--cohorts", "ucec", "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--mirror" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("as_uri", [False, True], ids=["folder", "file-url"])
+def test_local_folder_mirror(tmp_path, mirror, shared_data, as_uri):
+    base = mirror.as_uri() if as_uri else str(mirror)
+    results = fetch(tmp_path / "data", ["ucec"], mirror=base, log=lambda _: None)
+    assert [r.status for r in results] == ["downloaded"] * 8
+    table = tmp_path / "data" / "tables" / "sig" / "tcga_ucec_all_clean.csv.zip"
+    assert sha256(table) == sha256(shared_data / "tcga" / "ucec" / "sig" / table.name)
+
+    with pytest.raises(FetchError, match="not in the local mirror") as info:
+        fetch(tmp_path / "data", ["gbmlgg"], mirror=base, variants=["sig"], log=lambda _: None)
+    assert "datasets_csv_sig/tcga_gbmlgg_all_clean.csv.zip" in str(info.value)
+
+
+def test_module_cli_fetches_from_a_folder_mirror(tmp_path, mirror):
+    out = tmp_path / "data"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.data.fetch", "--out", str(out), "--mirror", str(mirror),
+         "--cohorts", "ucec", "--variants", "mutsig"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("downloaded  ") == 7
+    assert "7 files verified" in proc.stdout
+    assert (out / "tables" / "mutsig" / "tcga_ucec_all_clean.csv.zip").is_file()
+    assert not (out / "tables" / "sig").exists()
+
+
+def test_missing_split_manifest_is_a_clear_error_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_mod, "SPLIT_MANIFEST", tmp_path / "splits" / "MANIFEST.sha256")
+    with pytest.raises(BenchError, match="MANIFEST.sha256"):
+        fetch(tmp_path / "data", ["ucec"], mirror=str(tmp_path), log=lambda _: None)
+    assert files_under(tmp_path / "data") == []
+
+
+def test_bad_options_are_clear_errors(tmp_path):
+    with pytest.raises(BenchError, match="unknown table variant 'rna'"):
+        fetch_mod.parse_variants("sig,rna")
+    with pytest.raises(BenchError, match="no such folder"):
+        fetch(tmp_path / "data", ["ucec"], mirror=str(tmp_path / "absent"))
+    with pytest.raises(BenchError, match="unsupported scheme 'ftp'"):
+        fetch(tmp_path / "data", ["ucec"], mirror="ftp://example.org/x")
+
+
+def test_manifest_matches_shared_files_and_sources_md(tmp_path, shared_data):
+    remotes = plan(tmp_path, COHORTS, TABLE_VARIANTS)
+    assert len(remotes) == 1 + 5 * 5 + 5 * 2
+    sources_md = (shared_data / "SOURCES.md").read_text()
+    checked = 0
+    for r in remotes:
+        rel = r.dest.relative_to(tmp_path).as_posix()
+        local = shared_file(shared_data, rel)
+        if not local.is_file():  # only the BRCA/GBMLGG sig tables, pinned by their git blob alone
+            assert set(r.digests) == {"git_blob"} and rel.startswith("tables/sig/"), rel
+            assert any(r.digests["git_blob"] in line and rel.split("/")[-1] in line for line in sources_md.splitlines())
+            continue
+        assert r.digests["sha256"] == sha256(local), rel
+        if "git_blob" in r.digests:
+            assert r.digests["git_blob"] == git_blob(local), rel
+            pinned = (r.digests["git_blob"], r.digests["sha256"])
+            assert any(all(d in line for d in pinned) for line in sources_md.splitlines()), rel
+        checked += 1
+    assert checked == 34
+
+    prefixes = dict(re.findall(r"^\s*- (blca|brca|gbmlgg|luad|ucec): ((?:[0-9a-f]{8} ?){5})$", sources_md, re.M))
+    assert sorted(prefixes) == sorted(COHORTS)
+    for cohort, listed in prefixes.items():
+        folder = shared_data / "splits" / "5foldcv" / f"tcga_{cohort}"
+        blobs = [git_blob(folder / f"splits_{k}.csv")[:8] for k in range(5)]
+        assert blobs == listed.split()
