@@ -1,0 +1,92 @@
+"""The registry's face: names, clear errors, and the contract every registered model keeps."""
+
+import optuna
+import pytest
+import torch
+
+from bench.errors import BenchError
+from models import DEFAULT_OMIC_SIZES, OMICS, WSI, SurvivalModel, create_model, get_model_class, list_models
+from models.base import OPTIM_KEYS, REFERENCE_OPTIM
+
+
+def _bag(n=6, batch=1):
+    gen = torch.Generator().manual_seed(0)
+    wsi = torch.randn(batch, n, 1024, generator=gen)
+    return wsi, [torch.randn(batch, s, generator=gen) for s in DEFAULT_OMIC_SIZES]
+
+
+def _model_kwargs(params: dict) -> dict:
+    return {k: v for k, v in params.items() if k not in OPTIM_KEYS}
+
+
+def test_the_baselines_are_registered():
+    assert {"abmil", "snn", "transmil", "mcat"} <= set(list_models())
+    assert list_models() == sorted(list_models())
+
+
+def test_unknown_name_is_refused_with_the_registered_names():
+    with pytest.raises(BenchError) as err:
+        create_model("resnet_mil")
+    message = str(err.value)
+    assert "resnet_mil" in message
+    assert all(name in message for name in list_models())
+
+
+@pytest.mark.parametrize("sizes", [(94, 334, 521), (1, 2, 3, 4, 5, 6, 7), (94, 334, 521, 468, 1496, 0)])
+def test_wrong_omic_sizes_are_refused(sizes):
+    with pytest.raises(BenchError, match="6 positive group sizes"):
+        create_model("mcat", omic_sizes=sizes)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_class_declares_the_contract(name):
+    cls = get_model_class(name)
+    assert issubclass(cls, SurvivalModel) and cls.name == name
+    assert cls.infer_modalities <= cls.train_modalities <= {WSI, OMICS}
+    assert cls.infer_modalities
+    assert set(REFERENCE_OPTIM) <= set(cls.paper_defaults)
+    model = create_model(name, **_model_kwargs(cls.paper_defaults))
+    assert isinstance(model, cls)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_search_space_builds_a_model(name):
+    cls = get_model_class(name)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    params = cls.search_space(trial)
+    assert params and set(params) == set(trial.params)
+    model = create_model(name, **_model_kwargs(params))
+    wsi, omics = _bag()
+    with torch.no_grad():
+        assert model.eval()(wsi=wsi, omics=omics).logits.shape == (1, 4)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_inference_uses_only_the_declared_modalities(name):
+    cls = get_model_class(name)
+    model = create_model(name).eval()
+    wsi, omics = _bag()
+    with torch.no_grad():
+        full = model(wsi=wsi, omics=omics).logits
+        if OMICS in cls.infer_modalities:
+            with pytest.raises(ValueError, match="omics"):
+                model(wsi=wsi, omics=None)
+        else:
+            torch.testing.assert_close(model(wsi=wsi, omics=None).logits, full)
+        if WSI in cls.infer_modalities:
+            with pytest.raises(ValueError, match="wsi"):
+                model(wsi=None, omics=omics)
+        else:
+            torch.testing.assert_close(model(wsi=None, omics=omics).logits, full)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_same_seed_gives_same_logits(name):
+    wsi, omics = _bag()
+    logits = []
+    for seed in (7, 7, 8):
+        torch.manual_seed(seed)
+        model = create_model(name).train()  # dropout on: its masks must follow the seed too
+        logits.append(model(wsi=wsi, omics=omics).logits.detach())
+    torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
+    assert not torch.allclose(logits[0], logits[2])
