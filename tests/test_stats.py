@@ -1,0 +1,237 @@
+"""bench.stats against hand-worked examples and against sksurv/scipy called directly."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+from sksurv.compare import compare_survival
+from sksurv.metrics import concordance_index_ipcw
+from sksurv.nonparametric import kaplan_meier_estimator
+from sksurv.util import Surv
+
+from bench import stats
+from bench.survival import c_index
+
+
+def predictions(n_test: int, folds: int = 5, strength: float = 1.0, seed: int = 0, train_factor: int = 4,
+                fold_shift: float = 0.0) -> pd.DataFrame:
+    """A prediction table with a known signal: risk = strength * z + noise, hazard grows with z."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for fold in range(folds):
+        for split, m in (("train", train_factor * n_test), ("test", n_test)):
+            z = rng.normal(size=m)
+            t = rng.exponential(20.0 * np.exp(-z))
+            cens = rng.uniform(0, 60, size=m)
+            parts.append(pd.DataFrame({
+                "seed": 1, "fold": fold, "split": split, "case_id": [f"P{fold}-{split}-{i:04d}" for i in range(m)],
+                "time": np.minimum(t, cens), "event": (t <= cens).astype(int),
+                "risk": strength * z + rng.normal(size=m) + fold * fold_shift}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_corrected_ttest_matches_hand_worked_example():
+    d = [0.02, 0.04, 0.01, 0.03, 0.05]          # 5 folds, one seed: J = 5
+    # mean = 0.15 / 5 = 0.03; deviations -0.01, 0.01, -0.02, 0, 0.02; sum of squares = 0.001
+    # sample variance = 0.001 / 4 = 2.5e-4; n_test/n_train = 1/4 (5-fold CV)
+    # corrected variance = 2.5e-4 * (1/5 + 1/4) = 1.125e-4; se = sqrt(1.125e-4) = 0.0106066
+    # t = 0.03 / 0.0106066 = 2.828427 = 2 * sqrt(2)
+    t, p = stats.corrected_ttest(d, 0.25)
+    assert t == pytest.approx(2 * math.sqrt(2), rel=1e-9)
+    # t with 4 df has the closed-form CDF F(t) = 1/2 + (3/8) u (1 - t^2 / (12 (1 + t^2/4))), u = t / sqrt(1 + t^2/4)
+    # t^2 = 8: 1 + 8/4 = 3, u = 2.828427 / 1.732051 = 1.632993, 1 - 8/36 = 0.777778
+    # F = 0.5 + 0.375 * 1.632993 * 0.777778 = 0.976290; p = 2 * (1 - F) = 0.047421
+    u = 2 * math.sqrt(2) / math.sqrt(3)
+    assert p == pytest.approx(2 * (1 - (0.5 + 0.375 * u * (1 - 8 / 36))), rel=1e-9)
+    assert p == pytest.approx(0.047421, abs=1e-6)
+    # the naive paired t (t = 0.03 / sqrt(2.5e-4 / 5) = 4.2426) overstates significance
+    assert sps.ttest_1samp(d, 0.0).pvalue < p / 3
+
+
+def test_corrected_ttest_needs_two_finite_differences():
+    with pytest.warns(UserWarning, match="needs >= 2"):
+        t, p = stats.corrected_ttest([0.1, np.nan], 0.25)
+    assert math.isnan(t) and math.isnan(p)
+
+
+def test_holm_matches_hand_example():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max keeps 0.06
+    np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
+    # a NaN does not count towards m = 2: 0.01*2 = 0.02, 0.04*1 = 0.04; capped at 1
+    np.testing.assert_allclose(stats.holm([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    np.testing.assert_allclose(stats.holm([0.6, 0.7]), [1.0, 1.0])
+
+
+def test_friedman_and_mean_ranks_match_hand_example():
+    scores = pd.DataFrame({"A": [0.70, 0.65, 0.60, 0.80], "B": [0.60, 0.66, 0.60, 0.70], "C": [0.50, 0.55, 0.62, 0.75]},
+                          index=["c1", "c2", "c3", "c4"])
+    # ranks (1 = best): c1 A1 B2 C3; c2 B1 A2 C3; c3 C1 A2.5 B2.5; c4 A1 C2 B3
+    ranks = stats.mean_ranks(scores)
+    assert ranks.to_dict() == pytest.approx({"A": 1.625, "B": 2.125, "C": 2.25})
+    # chi2 = 12 N / (k (k+1)) * sum R^2 - 3 N (k+1) = 4 * 12.21875 - 48 = 0.875;
+    # tie correction 1 - sum(t^3 - t) / (N k (k^2 - 1)) = 1 - 6 / 96 = 0.9375; chi2 = 0.875 / 0.9375
+    stat, p, reason = stats.friedman(scores)
+    assert reason == ""
+    assert stat == pytest.approx(0.875 / 0.9375)
+    assert p == pytest.approx(math.exp(-stat / 2))  # chi-square with 2 df: sf(x) = exp(-x/2)
+    # a cohort lacking one model is left out of both
+    with_gap = pd.concat([scores, pd.DataFrame({"A": [0.9], "B": [np.nan], "C": [0.1]}, index=["c5"])])
+    assert stats.mean_ranks(with_gap).to_dict() == pytest.approx(ranks.to_dict())
+    assert math.isnan(stats.friedman(scores[["A", "B"]])[1])
+
+
+def test_nemenyi_cd_matches_demsar_table():
+    # Demsar (2006) table 5(a): q_0.05 = 2.728 for k = 5; CD = q * sqrt(k (k+1) / (6 N)) = 2.728 for N = 5
+    assert stats.nemenyi_cd(5, 5) == pytest.approx(2.728, abs=1e-3)
+    assert stats.nemenyi_cd(3, 10) == pytest.approx(2.343 * math.sqrt(12 / 60), abs=1e-3)
+
+
+def test_mean_std_is_population_std_over_finite_folds():
+    assert stats.mean_std([0.6, 0.7, np.nan]) == pytest.approx((0.65, 0.05))
+
+
+def test_pair_matrices_reproduce_sksurv_including_tied_times(rng):
+    time = rng.integers(1, 15, size=60).astype(float)       # many tied times
+    event = rng.random(60) < 0.6
+    risk = np.round(rng.normal(size=60), 1)                  # many tied risks
+    score, comparable = stats.pair_matrices(time, event, risk)
+    assert score.sum() / comparable.sum() == pytest.approx(c_index(time, event, risk), abs=1e-12)
+
+
+def test_bootstrap_weights_equal_explicit_resampling():
+    pred = predictions(40, folds=1)
+    test = pred[pred["split"] == "test"].sort_values("case_id")
+    score, comparable = stats.pair_matrices(test["time"], test["event"], test["risk"])
+    w = stats.fold_draws(len(test), fold=0, n_boot=3, seed=7)
+    for row in w:
+        resample = test.iloc[np.repeat(np.arange(len(test)), row.astype(int))]
+        assert (row @ score @ row) / (row @ comparable @ row) == pytest.approx(
+            c_index(resample["time"], resample["event"], resample["risk"]), abs=1e-12)
+
+
+def test_pooled_c_never_compares_patients_of_different_folds():
+    pred = predictions(60)
+    shifted = predictions(60, fold_shift=10.0)  # fold k's risks moved by 10 k: a different scale per fold model
+    a, b = stats.pooled_c_index(pred, n_boot=200), stats.pooled_c_index(shifted, n_boot=200)
+    assert a.estimate == pytest.approx(b.estimate, abs=1e-12)
+    np.testing.assert_allclose(a.draws, b.draws)
+    test = shifted[shifted["split"] == "test"]
+    assert abs(c_index(test["time"], test["event"], test["risk"]) - b.estimate) > 0.05  # naive pooling would move
+    one = pred[pred["fold"] == 0]
+    t0 = one[one["split"] == "test"]
+    assert stats.pooled_c_index(one, n_boot=10).estimate == pytest.approx(c_index(t0["time"], t0["event"], t0["risk"]))
+
+
+def test_bootstrap_ci_contains_estimate_and_narrows_with_more_patients():
+    small = stats.pooled_c_index(predictions(20), n_boot=1000, seed=3)
+    large = stats.pooled_c_index(predictions(200), n_boot=1000, seed=3)
+    for res in (small, large):
+        assert res.ci_low < res.estimate < res.ci_high
+        assert res.draws.shape == (1000,)
+    assert (large.ci_high - large.ci_low) < 0.6 * (small.ci_high - small.ci_low)
+    again = stats.pooled_c_index(predictions(20), n_boot=1000, seed=3)
+    np.testing.assert_array_equal(again.draws, small.draws)  # seeded
+
+
+def test_paired_bootstrap_detects_the_better_model_and_not_itself():
+    good = predictions(80, strength=2.0)
+    noise = good.assign(risk=np.random.default_rng(1).normal(size=len(good)))
+    pg, pn = stats.pooled_c_index(good), stats.pooled_c_index(noise)
+    res = stats.paired_bootstrap(pg, pn)
+    assert res.diff == pytest.approx(pg.estimate - pn.estimate)
+    assert 0 < res.ci_low < res.diff < res.ci_high
+    assert res.p == pytest.approx(2 / 1001)  # no replicate <= 0: the +1-corrected floor
+    same = stats.paired_bootstrap(pg, stats.pooled_c_index(good))
+    assert same.diff == 0 and same.ci_low == 0 and same.ci_high == 0 and same.p == 1.0
+    other_patients = stats.pooled_c_index(predictions(80).assign(case_id=lambda d: d["case_id"] + "x"))
+    with pytest.raises(ValueError, match="same test patients"):
+        stats.paired_bootstrap(pg, other_patients)
+
+
+def test_fold_without_events_gives_nan_with_warning_not_half():
+    pred = predictions(30, folds=3)
+    no_events = (pred["fold"] == 1) & (pred["split"] == "test")
+    pred.loc[no_events, "event"] = 0
+    with pytest.warns(UserWarning, match="undefined"):
+        scores = stats.fold_scores(pred)
+    assert math.isnan(scores.loc[scores["fold"] == 1, "c_index"].item())
+    assert math.isnan(scores.loc[scores["fold"] == 1, "c_index_ipcw"].item())
+    assert scores.loc[scores["fold"] != 1, "c_index"].notna().all()
+    mean, std = stats.mean_std(scores["c_index"])
+    assert mean == pytest.approx(scores["c_index"].dropna().mean())
+    assert np.isfinite(stats.pooled_c_index(pred, n_boot=50).estimate)  # the other folds still count
+
+
+def test_ipcw_survives_test_times_beyond_the_training_range():
+    pred = predictions(50, folds=1)
+    train, test = pred[pred["split"] == "train"], pred[pred["split"] == "test"].copy()
+    test.loc[test.index[:5], "time"] = train["time"].max() + 50.0  # follow-up longer than any training patient
+    y_train = Surv.from_arrays(train["event"].astype(bool), train["time"])
+    y_test = Surv.from_arrays(test["event"].astype(bool), test["time"])
+    with pytest.raises(ValueError):  # what the default (no tau) would do
+        concordance_index_ipcw(y_train, y_test, test["risk"].to_numpy())
+    value = stats.ipcw_c_index(train["time"], train["event"], test["time"], test["event"], test["risk"])
+    expected = concordance_index_ipcw(y_train, y_test, test["risk"].to_numpy(), tau=train["time"].max())[0]
+    assert value == pytest.approx(expected) and 0.5 < value < 1.0
+
+
+def test_wilcoxon_only_with_several_seeds():
+    d = [0.01, 0.03, -0.01, 0.02, 0.04, 0.05, 0.02, 0.03, 0.01, 0.06]
+    p, reason = stats.wilcoxon_p(d[:5], n_seeds=1)
+    assert math.isnan(p) and "0.0625" in reason
+    p, reason = stats.wilcoxon_p(d, n_seeds=2)
+    assert reason == "" and p == pytest.approx(sps.wilcoxon(d).pvalue)
+
+
+def _fold(fold: int, train_risk, test_risk) -> pd.DataFrame:
+    rows = [("train", r) for r in train_risk] + [("test", r) for r in test_risk]
+    return pd.DataFrame({"seed": 1, "fold": fold, "split": [s for s, _ in rows],
+                         "case_id": [f"f{fold}p{i}" for i in range(len(rows))], "time": np.arange(1.0, len(rows) + 1), "event": 1, "risk": [r for _, r in rows]})
+
+
+def test_km_threshold_comes_from_the_training_rows():
+    base = pd.concat([_fold(0, np.arange(10.0), [3.0, 4.0, 5.0, 6.0]),      # train median 4.5
+                      _fold(1, np.arange(100.0, 110.0), [103.0, 106.0])])  # train median 104.5
+    groups = stats.risk_groups(base)
+    assert groups["high"].tolist() == [False, False, True, True, False, True]
+    assert groups["threshold"].tolist() == [4.5] * 4 + [104.5] * 2
+    # shift every test risk of fold 0 up by 10: a test-set median would still split 2/2, the train median says all high
+    shifted = base.copy()
+    shifted.loc[(shifted["fold"] == 0) & (shifted["split"] == "test"), "risk"] += 10.0
+    assert stats.risk_groups(shifted)["high"].tolist() == [True, True, True, True, False, True]
+    # shift fold 0's training risks instead: the test risks are unchanged, yet all fall below the new threshold
+    train_shift = base.copy()
+    train_shift.loc[(train_shift["fold"] == 0) & (train_shift["split"] == "train"), "risk"] += 10.0
+    assert stats.risk_groups(train_shift)["high"].tolist() == [False, False, False, False, False, True]
+
+
+def test_km_threshold_uses_only_the_first_seed():
+    one = _fold(0, np.arange(10.0), [3.0, 6.0])
+    two = one.assign(seed=2, risk=-one["risk"])
+    groups = stats.risk_groups(pd.concat([two, one]))
+    assert groups["seed"].unique().tolist() == [1] and groups["high"].tolist() == [False, True]
+
+
+def test_km_and_logrank_equal_sksurv_called_directly(rng):
+    time = rng.exponential(30, size=80).round(1)
+    event = rng.random(80) < 0.7
+    high = rng.random(80) < 0.5
+    chisq, p = stats.logrank(time, event, high)
+    ref = compare_survival(Surv.from_arrays(event, time), high.astype(int))
+    assert (chisq, p) == pytest.approx((ref[0], ref[1]))
+    km = stats.km_curve(time, event)
+    t, s, ci = kaplan_meier_estimator(event, time, conf_type="log-log")
+    np.testing.assert_allclose(km.time, t)
+    np.testing.assert_allclose(km.survival, s)
+    np.testing.assert_allclose(np.c_[km.low, km.high].T, ci)
+    assert np.all(km.low <= km.survival + 1e-12) and np.all(km.survival <= km.high + 1e-12)
+    with pytest.warns(UserWarning, match="one risk group"):
+        assert math.isnan(stats.logrank(time, event, np.ones(80, bool))[1])
+
+
+def test_at_risk_counts_hand_example():
+    assert stats.at_risk([1.0, 2.0, 2.0, 5.0, 9.0], [0.0, 2.0, 5.0, 10.0]).tolist() == [5, 4, 2, 0]
