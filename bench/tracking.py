@@ -1,19 +1,144 @@
-"""MLflow tracking: where runs live and the fixed names every run carries.
+"""MLflow tracking: where runs live, the fixed names every run carries, and resume.
 
-Fold runs are children of one parent run per (model, cohort); the report reads only fold runs
-(tag `run_kind=fold`, status FINISHED) and their `predictions.csv` artifact.
+One parent run per (model, cohort) and one child run per fold. A fold run starts RUNNING and is
+set FINISHED only after its metrics and `predictions.csv` are logged, so a killed job never
+looks finished; a job whose FINISHED fold run exists (same job key) is skipped on rerun.
+The report reads only fold runs (tag `run_kind=fold`, status FINISHED).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import pandas as pd
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from bench.errors import BenchError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
-DEFAULT_ARTIFACT_ROOT = "mlruns/artifacts"
 
 RUN_KIND = "run_kind"            # tag: "parent" | "fold" | "report"
 PREDICTIONS_ARTIFACT = "predictions.csv"
 FOLD_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed", "split_sha256", "git_commit")
+JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
 
 
 def default_experiment(data: str, protocol: str) -> str:
     """Experiment name derived from the data source and protocol, e.g. `synthetic-nested`."""
     return f"{data}-{protocol}"
+
+
+def store_dir(uri: str) -> Path | None:
+    """Folder of a local store (sqlite file's folder or file store), where journals and artifacts go."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        return Path(uri.removeprefix("sqlite:///")).resolve().parent if uri.startswith("sqlite:///") else None
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path).resolve()
+    return None
+
+
+def ui_command(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+class Tracker:
+    """Thin layer over MlflowClient: experiment set-up, job lookup, and run lifecycle."""
+
+    def __init__(self, uri: str, experiment: str):
+        self.uri = uri
+        local = store_dir(uri)
+        if uri.startswith("sqlite:///"):
+            db = Path(uri.removeprefix("sqlite:///"))
+            try:
+                db.parent.mkdir(parents=True, exist_ok=True)
+                sqlite3.connect(db).close()
+            except (OSError, sqlite3.Error) as err:
+                raise BenchError(f"the tracking store {uri} cannot be opened ({err}). Pass --tracking-uri with a "
+                                 "writable sqlite:///path/mlflow.db or an http://host:port MLflow server.") from None
+        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                artifacts = (local / "artifacts" / experiment).as_uri() if local else None
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+            else:
+                self.experiment_id = exp.experiment_id
+        except BenchError:
+            raise
+        except Exception as err:  # connection refused, bad scheme, schema problems
+            raise BenchError(f"the tracking store {uri} cannot be opened or reached ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:300]}). Check --tracking-uri (default {DEFAULT_TRACKING_URI}); "
+                             "for a server, start it first (mlflow server --host 127.0.0.1).") from None
+        self.experiment = experiment
+
+    def _search(self, filter_string: str) -> list:
+        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=50000)
+
+    def finished_fold(self, job_key: str):
+        runs = self._search(f"tags.{JOB_KEY} = '{job_key}' and attributes.status = 'FINISHED'")
+        return runs[0] if runs else None
+
+    def kill_stale(self, job_key: str) -> int:
+        """Mark fold runs left RUNNING by a dead attempt of this job as KILLED."""
+        stale = self._search(f"tags.{JOB_KEY} = '{job_key}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+        return len(stale)
+
+    def parent(self, tags: dict) -> str:
+        """The (model, cohort) parent run for these settings, created on first use."""
+        key = json.dumps(tags, sort_keys=True)
+        runs = self._search(f"tags.{RUN_KIND} = 'parent' and tags.parent_key = '{_digest(key)}'")
+        if runs:
+            return runs[0].info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=f"{tags['model']}/{tags['cohort']}",
+                                     tags={**tags, RUN_KIND: "parent", "parent_key": _digest(key)})
+        self.client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    def start_fold(self, parent_id: str, tags: dict, name: str) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={**tags, RUN_KIND: "fold", "mlflow.parentRunId": parent_id})
+        return run.info.run_id
+
+    def log_fold(self, run_id: str, params: dict, metrics: dict, tables: dict[str, pd.DataFrame]) -> None:
+        self.client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in sorted(params.items())],
+                              metrics=[mlflow.entities.Metric(k, float(v), 0, 0) for k, v in sorted(metrics.items())])
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, df in tables.items():
+                path = os.path.join(tmp, name)
+                df.to_csv(path, index=False, lineterminator="\n", float_format="%.8g")
+                self.client.log_artifact(run_id, path)
+
+    def log_curve(self, run_id: str, key: str, values: list[float]) -> None:
+        self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(v), 0, i) for i, v in enumerate(values)])
+
+    def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
+        if reason:
+            self.client.set_tag(run_id, "failure_reason", reason[:5000])
+        self.client.set_terminated(run_id, status=status)
+
+    def update_parent(self, parent_id: str) -> None:
+        """Mean and std (population) of the finished fold runs' C-index under this parent."""
+        runs = self._search(f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'")
+        values = pd.Series([r.data.metrics.get("c_index") for r in runs], dtype=float).dropna()
+        if len(values):
+            self.client.log_batch(parent_id, metrics=[
+                mlflow.entities.Metric("c_index_mean", float(values.mean()), 0, 0),
+                mlflow.entities.Metric("c_index_std", float(values.std(ddof=0)), 0, 0),
+                mlflow.entities.Metric("n_folds_finished", float(len(values)), 0, 0)])
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,208 @@
+"""One sweep job = (model, cohort, fold, seed): tune (nested) or not (paper), refit, score, log.
+
+The job function is idempotent: a job whose FINISHED fold run exists is skipped; runs left
+RUNNING by a dead attempt are marked KILLED; the Optuna study resumes from its journal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.data import Cohort, DataRoot, FeatureStore, open_cohort
+from bench.errors import BenchError
+from bench.fold import make_fold
+from bench.profiles import Profile
+from bench.splits import Split, load_folds
+from bench.stats import ipcw_c_index
+from bench.survival import c_index, fit_bin_edges
+from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, Tracker
+from bench.train import TrainingError, TrainSettings, fit, predict
+from bench.tune import inner_split, open_study, tune
+from models import WSI, get_model_class
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    cohort: str
+    fold: int
+    seed: int
+
+
+@dataclass
+class SweepSettings:
+    """Everything that defines a sweep's results, plus speed settings (device, precision, micro_batch)."""
+
+    data: str
+    root: DataRoot
+    protocol: str
+    profile: Profile
+    trials: int
+    table_variant: str | None = None
+    allow_unverified_splits: bool = False
+    on_missing: str = "error"
+    device: str = "cpu"
+    precision: str = "fp32"
+    micro_batch: int = 8
+    optuna_dir: Path = Path("mlruns/optuna")
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str  # "finished" | "skipped" | "failed"
+    c_index: float = float("nan")
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class CohortData:
+    """A cohort loaded once per sweep: table, verified folds, feature store with its bag cache."""
+
+    cohort: Cohort
+    folds: dict[int, Split]
+    store: FeatureStore
+    dropped: list[str] = field(default_factory=list)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
+    cohort = open_cohort(settings.root, name, settings.table_variant)
+    folds = load_folds(settings.root, name, cohort.case_ids, allow_unverified=settings.allow_unverified_splits)
+    store = FeatureStore(settings.root.features(name))
+    missing = [c for c, slides in cohort.patients["slides"].items() if store.missing_slides(slides)]
+    if missing and settings.on_missing == "error":
+        raise BenchError(f"{len(missing)} patient(s) of {name} have slides without feature files under "
+                         f"{settings.root.features(name)} (first: {', '.join(missing[:5])}). Run `python -m bench.data check` "
+                         "to list them, extract their features, or pass --on-missing skip to drop them (recorded on every run).")
+    if missing:
+        keep = [c for c in cohort.case_ids if c not in set(missing)]
+        cohort.patients = cohort.patients.loc[keep]
+        cohort.omics = cohort.omics.loc[keep]
+        if cohort.truth is not None:
+            cohort.truth = cohort.truth.loc[keep]
+        folds = {k: Split(tuple(c for c in s.train if c in set(keep)), tuple(c for c in s.val if c in set(keep)), s.path, s.sha256)
+                 for k, s in folds.items()}
+    return CohortData(cohort, folds, store, missing)
+
+
+def job_key(job: Job, settings: SweepSettings, split_sha: str) -> str:
+    spec = {"job": job.__dict__, "protocol": settings.protocol, "data": settings.data, "split": split_sha,
+            "profile": settings.profile.as_dict(), "trials": settings.trials, "variant": settings.table_variant}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None) -> JobResult:
+    """Skip if finished; else tune/refit/score, log, and mark the fold run FINISHED (or FAILED with the reason)."""
+    t0 = time.perf_counter()
+    split = cd.folds[job.fold]
+    key = job_key(job, settings, split.sha256)
+    done = tracker.finished_fold(key)
+    if done is not None:
+        return JobResult(job, "skipped", done.data.metrics.get("c_index", float("nan")))
+    tracker.kill_stale(key)
+    tags = {"model": job.model, "cohort": job.cohort, "protocol": settings.protocol, "data": settings.data,
+            "seed": str(job.seed), "profile": settings.profile.name, "trials": str(settings.trials),
+            "table_variant": settings.table_variant or "default"}
+    parent = tracker.parent(tags)
+    fold_tags = {**tags, "fold": str(job.fold), "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
+                 "device": settings.device, "precision": settings.precision, "torch_version": torch.__version__,
+                 "dropped_patients": str(len(cd.dropped)),
+                 **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")}}
+    run_id = tracker.start_fold(parent, fold_tags, f"{job.model}/{job.cohort}/fold{job.fold}/seed{job.seed}")
+    try:
+        params, metrics, tables, curve = _fit_and_score(job, settings, cd, split, progress)
+        tables[PREDICTIONS_ARTIFACT] = tables.pop("predictions")
+        tracker.log_fold(run_id, params, metrics, tables)
+        tracker.log_curve(run_id, "train_loss", curve)
+        tracker.end(run_id, "FINISHED")
+        tracker.update_parent(parent)
+        return JobResult(job, "finished", metrics["c_index"], time.perf_counter() - t0)
+    except (TrainingError, BenchError) as err:
+        tracker.end(run_id, "FAILED", str(err))
+        return JobResult(job, "failed", seconds=time.perf_counter() - t0, reason=str(err))
+    except Exception as err:  # a bug in one job must not lose the sweep; the reason is on the run
+        tracker.end(run_id, "FAILED", traceback.format_exc())
+        return JobResult(job, "failed", seconds=time.perf_counter() - t0, reason=f"{type(err).__name__}: {err}")
+
+
+def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, progress):
+    cls = get_model_class(job.model)
+    needs_wsi = WSI in cls.train_modalities | cls.infer_modalities
+    store = cd.store if needs_wsi else None
+    cohort = cd.cohort
+    base = {**cls.paper_defaults, "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
+    speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision)
+    train_ids, val_ids = list(split.train), list(split.val)
+    p_train = cohort.patients.loc[train_ids]
+    tables: dict[str, pd.DataFrame] = {}
+    metrics: dict[str, float] = {}
+
+    if s.protocol == "nested":
+        # Everything below until the refit sees the outer training patients only.
+        outer_edges = fit_bin_edges(p_train["time"].to_numpy(), p_train["event"].to_numpy())
+
+        def make_inner():
+            strat, _ = make_fold(cohort, train_ids, [], outer_edges, None)
+            inner_tr, inner_va = inner_split(strat, s.profile.inner_val_fraction, job.seed)
+            ids_tr, ids_va = [train_ids[i] for i in inner_tr], [train_ids[i] for i in inner_va]
+            p = cohort.patients.loc[ids_tr]
+            edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
+            return make_fold(cohort, ids_tr, ids_va, edges, store)
+
+        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}"
+        study = open_study(s.optuna_dir / f"{study_name}_{job_key(job, s, split.sha256)}.log", study_name, job.seed)
+        params, trials = tune(job.model, make_inner, base, TrainSettings.from_params(base, **speed), s.trials, study,
+                              progress)
+        tables["trials.csv"] = trials
+        edges = outer_edges
+        on_epoch = None
+    else:
+        edges = fit_bin_edges(cohort.patients["time"].to_numpy(), cohort.patients["event"].to_numpy())
+        params = base
+        on_epoch = None
+
+    train, test = make_fold(cohort, train_ids, val_ids, edges, store)
+    settings = TrainSettings.from_params(params, **speed)
+    per_epoch: list[float] = []
+    if s.protocol == "paper":
+        def on_epoch(epoch, model):  # the test fold is only watched here, never used to choose anything
+            pred = predict(model, test, settings)
+            per_epoch.append(c_index(pred["time"], pred["event"], pred["risk"]))
+            progress(f"epoch {epoch + 1}/{settings.epochs}")
+    result = fit(job.model, train, params, settings, on_epoch)
+    pred_test = predict(result.model, test, settings, split="test")
+    pred_train = predict(result.model, train, settings, split="train")
+    metrics["c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["risk"])
+    metrics["c_index_ipcw"] = ipcw_c_index(pred_train["time"], pred_train["event"], pred_test["time"],
+                                           pred_test["event"], pred_test["risk"])
+    if cohort.truth is not None:
+        metrics["oracle_c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["true_risk"])
+    if per_epoch:
+        metrics["c_index_best_epoch_optimistic"] = float(np.nanmax(per_epoch))
+    metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    tables["predictions"] = pd.concat([pred_test, pred_train], ignore_index=True)
+    logged = {**params, "bin_edges": ",".join(f"{e:.4f}" for e in edges), "n_train": len(train), "n_test": len(test),
+              "micro_batch": s.micro_batch}
+    return logged, metrics, tables, result.train_loss

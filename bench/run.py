@@ -1,0 +1,202 @@
+"""`python -m bench.run`: sweep models x cohorts x folds (x seeds), tracked in MLflow, resumable.
+
+    python -m bench.run --models ghanet,mcat [--cohorts blca,luad] [--folds 0,1] [--protocol nested|paper]
+                        [--trials N] [--data synthetic|tcga] [--data-root DIR] [--tracking-uri URI]
+                        [--experiment NAME] [--seed S] [--profile quick|paper] [--list-models]
+
+Exit status 0 only when every requested job finished now or had finished before (resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data import COHORTS, DataRoot, parse_cohorts
+from bench.errors import BenchError, cli_main
+from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data, run_job
+from bench.profiles import PROFILES
+from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, store_dir, ui_command
+from models import get_model_class, list_models
+
+DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default=",".join(list_models()), help="comma-separated registered names (default: all)")
+    p.add_argument("--cohorts", default=",".join(COHORTS))
+    p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--protocol", choices=["nested", "paper"], default="nested")
+    p.add_argument("--trials", type=int, default=None, help="Optuna trials per job (nested; default from the profile)")
+    p.add_argument("--data", choices=["synthetic", "tcga"], default="synthetic")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--features-dir", type=Path, default=None, help="MCAT-style feature folder (tcga_<c>_20x_features/)")
+    p.add_argument("--table-variant", choices=["sig", "mutsig"], default=None, help="real tables: tables/<variant>/")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    p.add_argument("--experiment", default=None, help="default: <data>-<protocol>")
+    p.add_argument("--seed", default="1", help="seed, or comma-separated seeds (one job per seed)")
+    p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (not under --protocol paper)")
+    p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
+    p.add_argument("--allow-unverified-splits", action="store_true")
+    p.add_argument("--on-missing", choices=["error", "skip"], default="error")
+    p.add_argument("--list-models", action="store_true")
+    return p.parse_args(argv)
+
+
+def _int_list(text: str, what: str, valid: range | None = None) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise BenchError(f"--{what} takes comma-separated integers, got {text!r}.") from None
+    bad = [v for v in values if valid is not None and v not in valid]
+    if bad or not values:
+        raise BenchError(f"--{what} {text!r} is out of range: use values in {valid.start}..{valid.stop - 1}.")
+    return values
+
+
+def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
+    """Validate every argument before any work starts."""
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        get_model_class(m)
+    cohorts = parse_cohorts(args.cohorts)
+    folds = _int_list(args.folds, "folds", range(5))
+    seeds = _int_list(args.seed, "seed")
+    profile = PROFILES[args.profile]
+    trials = profile.trials if args.trials is None else args.trials
+    if args.protocol == "nested" and trials < 1:
+        raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
+    if args.protocol == "paper" and args.precision != "fp32":
+        raise BenchError("--precision bf16 is a speed setting that changes results; the paper protocol runs in fp32.")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
+    if args.data == "synthetic":
+        root = args.data_root or DEFAULT_SYNTHETIC_ROOT
+        if not (root / "signatures.csv").is_file():
+            from bench.data.synth import synthesize
+
+            print(f"generating the embedded synthetic cohorts in {root} ...")
+            synthesize(root)
+    else:
+        if args.data_root is None:
+            raise BenchError("--data tcga needs --data-root DIR (fill it with `python -m bench.data fetch --out DIR`).")
+        root = args.data_root
+    experiment = args.experiment or default_experiment(args.data, args.protocol)
+    local = store_dir(args.tracking_uri)
+    settings = SweepSettings(
+        data=args.data, root=DataRoot(root, args.features_dir), protocol=args.protocol, profile=profile,
+        trials=trials if args.protocol == "nested" else 0, table_variant=args.table_variant,
+        allow_unverified_splits=args.allow_unverified_splits, on_missing=args.on_missing, device=device,
+        precision=args.precision, micro_batch=args.micro_batch,
+        optuna_dir=(local or Path("mlruns")) / "optuna" / experiment,
+    )
+    jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
+    return settings, jobs, experiment, args.tracking_uri
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def summary_table(results: list[JobResult]) -> str:
+    by = defaultdict(list)
+    for r in results:
+        if r.status != "failed":
+            by[(r.job.model, r.job.cohort)].append(r.c_index)
+    models = sorted({r.job.model for r in results})
+    cohorts = [c for c in COHORTS if any(r.job.cohort == c for r in results)]
+    lines = ["model      " + "".join(f"{c:>16s}" for c in cohorts)]
+    for m in models:
+        cells = []
+        for c in cohorts:
+            v = np.array(by.get((m, c), []), dtype=float)
+            v = v[~np.isnan(v)]
+            cells.append(f"{v.mean():.3f} ± {v.std():.3f}".rjust(16) if len(v) else "—".rjust(16))
+        lines.append(f"{m:11s}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, out=print) -> list[JobResult]:
+    """Run the jobs in order with a progress line each; one failing job never stops the others."""
+    cache = {}
+    results: list[JobResult] = []
+    t0 = time.perf_counter()
+    worked = 0.0
+    n_run = 0
+    tty = sys.stdout.isatty()
+    for i, job in enumerate(jobs, 1):
+        head = f"[{i}/{len(jobs)}] {job.model} {job.cohort} fold {job.fold} seed {job.seed}"
+        if job.cohort not in cache:
+            cache[job.cohort] = load_cohort_data(settings, job.cohort)
+            if cache[job.cohort].dropped:
+                out(f"  {job.cohort}: dropped {len(cache[job.cohort].dropped)} patient(s) without features: "
+                    f"{', '.join(cache[job.cohort].dropped)}")
+
+        def progress(text, head=head):
+            if tty:
+                print(f"\r{head} | {text}".ljust(100), end="", flush=True)
+
+        r = run_job(job, settings, tracker, cache[job.cohort], progress)
+        results.append(r)
+        if r.status == "finished":
+            worked += r.seconds
+            n_run += 1
+        remaining = sum(1 for j in jobs[i:])
+        eta = remaining * (worked / n_run) if n_run else 0.0
+        detail = {"finished": f"C {r.c_index:.3f} in {r.seconds:.1f}s", "skipped": f"already finished (C {r.c_index:.3f})",
+                  "failed": f"FAILED: {r.reason.splitlines()[0][:200] if r.reason else ''}"}[r.status]
+        if tty:
+            print("\r", end="")
+        out(f"{head} | {detail} | elapsed {_fmt_time(time.perf_counter() - t0)}, ETA {_fmt_time(eta)}")
+    return results
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.list_models:
+        for name in list_models():
+            cls = get_model_class(name)
+            print(f"{name:10s} train: {'+'.join(sorted(cls.train_modalities)):9s} inference: "
+                  f"{'+'.join(sorted(cls.infer_modalities)):9s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    settings, jobs, experiment, uri = settings_from_args(args)
+    tracker = Tracker(uri, experiment)
+    print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
+          f"{settings.trials} trials/job, device {settings.device}); tracking {uri}, experiment {experiment!r}")
+    t0 = time.perf_counter()
+    results = sweep(settings, jobs, tracker)
+    failed = [r for r in results if r.status == "failed"]
+    print("\nC-index (outer val folds, mean ± std over folds):\n" + summary_table(results))
+    per_model = defaultdict(float)
+    for r in results:
+        per_model[r.job.model] += r.seconds
+    print(f"\nwall time {time.perf_counter() - t0:.1f} s; by model: "
+          + ", ".join(f"{m} {s:.1f} s" for m, s in sorted(per_model.items())))
+    print(f"browse the runs: {ui_command(uri)}")
+    if failed:
+        print(f"{len(failed)} of {len(results)} jobs FAILED (reasons are on their MLflow runs, tag failure_reason):",
+              file=sys.stderr)
+        for r in failed:
+            print(f"  {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed}: {r.reason.splitlines()[0][:300]}",
+                  file=sys.stderr)
+        return 1
+    return 0
+
+
+main = cli_main(_main)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

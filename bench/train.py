@@ -1,0 +1,186 @@
+"""Fit one model on one fold with the reference optimisation, and score patients.
+
+Reference (MCAT/G-HANet): batch of one patient, the loss of each divided by `grad_accum` (32) and
+one Adam step per 32 patients, a leftover partial step carried into the next epoch, patients drawn
+with replacement, weighted by the inverse frequency of their (bin, censorship) stratum.
+Here the patients of one step may travel in padded, masked micro-batches: the step's gradient
+is the same sum over patients, so `micro_batch` is a speed setting, never a hyperparameter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.fold import PatientSet
+from bench.survival import c_index, nll_loss, survival_curve
+from models import OMICS, WSI, create_model, get_model_class
+from models.base import OPTIM_KEYS, SurvivalModel
+
+
+class TrainingError(RuntimeError):
+    """A job-level failure (e.g. a NaN loss): recorded on the run, the sweep goes on."""
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation settings; `micro_batch`, `device` and `precision` change speed, not the maths."""
+
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    epochs: int = 20
+    grad_accum: int = 32
+    l1_reg: float = 0.0
+    alpha: float = 0.0
+    seed: int = 1
+    micro_batch: int = 8
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @classmethod
+    def from_params(cls, params: dict, **speed) -> "TrainSettings":
+        return cls(**{k: v for k, v in params.items() if k in OPTIM_KEYS}, **speed)
+
+
+@dataclass
+class FitResult:
+    model: SurvivalModel
+    train_loss: list[float] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def balanced_draws(bins: np.ndarray, event: np.ndarray, n_epochs: int, gen: torch.Generator) -> list[np.ndarray]:
+    """Per epoch, N draws with replacement, weight N / n_stratum over (bin, censorship) strata."""
+    strata = 2 * bins + (1 - event)
+    counts = np.bincount(strata, minlength=8)
+    weights = torch.as_tensor(len(strata) / counts[strata], dtype=torch.double)
+    return [torch.multinomial(weights, len(strata), replacement=True, generator=gen).numpy() for _ in range(n_epochs)]
+
+
+def collate(pset: PatientSet, idx, model_cls: type[SurvivalModel], device: str, for_training: bool):
+    """Padded, masked batch of the modalities the model needs at this stage."""
+    needs = model_cls.train_modalities if for_training else model_cls.infer_modalities
+    wsi = mask = omics = None
+    if WSI in needs:
+        bags = [pset.bags[i] for i in idx]
+        n_max = max(len(b) for b in bags)
+        wsi = torch.zeros((len(bags), n_max, bags[0].shape[1]), dtype=torch.float32)
+        mask = torch.zeros((len(bags), n_max), dtype=torch.bool)
+        for j, b in enumerate(bags):
+            wsi[j, : len(b)] = torch.from_numpy(b)
+            mask[j, : len(b)] = True
+        wsi, mask = wsi.to(device), mask.to(device)
+    if OMICS in needs:
+        omics = [torch.from_numpy(o[idx]).to(device) for o in pset.omics]
+    return wsi, mask, omics
+
+
+def _chunks(pset: PatientSet, idx: np.ndarray, size: int) -> list[np.ndarray]:
+    """Split patients into micro-batches of similar bag size (less padding); order does not change a sum."""
+    if pset.bags is not None and size > 1:
+        idx = idx[np.argsort([len(pset.bags[i]) for i in idx], kind="stable")]
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
+
+
+def _autocast(settings: TrainSettings):
+    if settings.precision == "bf16":
+        return torch.autocast(device_type=torch.device(settings.device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_model(name: str, train: PatientSet, params: dict, seed: int) -> SurvivalModel:
+    """Fit-time preparation on the training side (e.g. G-HANet's gene filter), then a seeded model."""
+    cls = get_model_class(name)
+    prepared = cls.prepare(train.omics, train.bins, train.event)
+    seed_everything(seed)
+    model_kwargs = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
+    path_dim = train.bags[0].shape[1] if train.bags else 1024
+    return create_model(name, path_dim=path_dim, omic_sizes=[o.shape[1] for o in train.omics], **model_kwargs, **prepared)
+
+
+def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
+        on_epoch: Callable[[int, SurvivalModel], None] | None = None) -> FitResult:
+    """Train `name` on `train` for `settings.epochs`; `on_epoch(epoch, model)` may score or prune."""
+    model = build_model(name, train, params, settings.seed).to(settings.device)
+    cls = type(model)
+    micro = settings.micro_batch if cls.batchable else 1
+    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    gen = torch.Generator().manual_seed(settings.seed)
+    result = FitResult(model)
+    pending = 0  # patients accumulated since the last step (carried across epochs, as the reference does)
+    opt.zero_grad(set_to_none=True)
+    for epoch, draws in enumerate(balanced_draws(train.bins, train.event, settings.epochs, gen)):
+        model.train()
+        total = 0.0
+        for start in range(0, len(draws), settings.grad_accum):
+            step = draws[start : start + settings.grad_accum]
+            for mb in _chunks(train, step, micro):
+                wsi, mask, omics = collate(train, mb, cls, settings.device, for_training=True)
+                bins = torch.as_tensor(train.bins[mb], device=settings.device)
+                cens = torch.as_tensor(1 - train.event[mb], device=settings.device, dtype=torch.float32)
+                with _autocast(settings):
+                    out = model(wsi=wsi, mask=mask, omics=omics)
+                    per_patient = nll_loss(out.logits.float(), bins, cens, settings.alpha)
+                    extra = model.extra_loss(out, omics)
+                    if extra is not None:
+                        per_patient = per_patient + extra.float()
+                loss = per_patient.sum() / settings.grad_accum
+                if settings.l1_reg:
+                    loss = loss + len(mb) * settings.l1_reg * sum(p.abs().sum() for p in model.parameters())
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"{name}: non-finite loss at epoch {epoch} (lr {settings.lr:g}); "
+                                        "the run is marked failed, the sweep goes on")
+                loss.backward()
+                total += float(per_patient.detach().sum())
+            pending += len(step)
+            if pending >= settings.grad_accum:
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                pending = 0
+        result.train_loss.append(total / len(draws))
+        if on_epoch is not None:
+            on_epoch(epoch, model)
+    return result
+
+
+@torch.no_grad()
+def predict(model: SurvivalModel, pset: PatientSet, settings: TrainSettings, split: str = "test") -> pd.DataFrame:
+    """One row per patient: case_id, split, time, event, bin, risk, S_1..S_k, true_risk."""
+    model.eval()
+    cls = type(model)
+    micro = max(settings.micro_batch, 16) if cls.batchable else 1
+    order = np.arange(len(pset))
+    surv = np.zeros((len(pset), 0))
+    rows = []
+    for mb in _chunks(pset, order, micro):
+        wsi, mask, omics = collate(pset, mb, cls, settings.device, for_training=False)
+        with _autocast(settings):
+            logits = model(wsi=wsi, mask=mask, omics=omics).logits.float()
+        rows.append((mb, survival_curve(logits).cpu().numpy()))
+    n_bins = rows[0][1].shape[1]
+    surv = np.zeros((len(pset), n_bins))
+    for mb, s in rows:
+        surv[mb] = s
+    df = pd.DataFrame({"case_id": pset.case_ids, "split": split, "time": pset.time, "event": pset.event,
+                       "bin": pset.bins, "risk": -surv.sum(axis=1)})
+    for k in range(n_bins):
+        df[f"S_{k + 1}"] = surv[:, k]
+    df["true_risk"] = np.nan if pset.truth is None else pset.truth
+    return df
+
+
+def score(model: SurvivalModel, pset: PatientSet, settings: TrainSettings) -> float:
+    """Harrell's C of the model on these patients."""
+    pred = predict(model, pset, settings)
+    return c_index(pred["time"], pred["event"], pred["risk"])
