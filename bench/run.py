@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,7 @@ def parse_args(argv):
     p.add_argument("--experiment", default=None, help="default: <data>-<protocol>")
     p.add_argument("--seed", default="1", help="seed, or comma-separated seeds (one job per seed)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs (recorded in the run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (not under --protocol paper)")
     p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
@@ -73,6 +75,10 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
     folds = _int_list(args.folds, "folds", range(5))
     seeds = _int_list(args.seed, "seed")
     profile = PROFILES[args.profile]
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise BenchError(f"--epochs {args.epochs}: train for at least 1 epoch.")
+        profile = replace(profile, epochs=args.epochs)
     trials = profile.trials if args.trials is None else args.trials
     if args.protocol == "nested" and trials < 1:
         raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
