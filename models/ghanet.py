@@ -79,7 +79,8 @@ class MultiHeadAttention(nn.Module):
     """4 x 128 attention: bias-free q/k/v, biased output linear, dropout on the attention weights.
 
     Returns the output and the pre-softmax scaled logits [B, heads, Nq, Nk]; keys whose
-    `key_mask` is False get exactly zero weight.
+    `key_mask` is False get exactly zero weight. Softmaxes here and below run in float32 so the
+    model also runs under bf16 autocast.
     """
 
     def __init__(self, dim: int = DIM, heads: int = HEADS, dim_head: int = DIM_HEAD, dropout: float = 0.25):
@@ -100,8 +101,8 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         q, k, v = self._split(self.to_q(x)), self._split(self.to_k(context)), self._split(self.to_v(context))
         logits = (q @ k.transpose(-1, -2)) * self.scale
-        attn = masked_softmax(logits, None if key_mask is None else key_mask[:, None, None, :])
-        out = (self.dropout(attn) @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
+        attn = masked_softmax(_fp32(logits), None if key_mask is None else key_mask[:, None, None, :])
+        out = (self.dropout(attn).to(v.dtype) @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         return self.to_out(out), logits
 
 
@@ -196,10 +197,10 @@ class GHANet(SurvivalModel):
         wsi = wsi.masked_fill(~mask.unsqueeze(-1), 0.0)  # padding content can never leak in
         g, attn_logits, recon = self.cab(wsi, mask)
         x = self.wsi_net(wsi)
-        morph = masked_softmax(self.gate(x).squeeze(-1), mask)  # E1 [B, N]
+        morph = masked_softmax(_fp32(self.gate(x).squeeze(-1)), mask)  # E1 [B, N]
         assoc, hyperedges = self._association_weights(attn_logits, mask)  # E2 [B, 6, N]
         incidence = (morph.unsqueeze(1) + assoc) / 2
-        p = incidence @ x
+        p = incidence.to(x.dtype) @ x
         f = (self.hyper_mlp(p) + p + g) / 2
         f = f + self.attn(f, f)[0]  # no pre-LN here, as published
         f = f + self.ffn(self.ln_ffn(f))
@@ -218,7 +219,7 @@ class GHANet(SurvivalModel):
 
         Returns the weights [B, 6, N] and the boolean hyperedge membership [B, 6, N].
         """
-        m = attn_logits.detach().mean(dim=1)
+        m = _fp32(attn_logits.detach()).mean(dim=1)
         k = torch.floor(mask.sum(dim=1).double() * self.topk_ratio).long().clamp_min(1)
         order = m.masked_fill(~mask.unsqueeze(1), float("-inf")).argsort(dim=-1, descending=True, stable=True)
         in_top = torch.arange(m.shape[-1], device=m.device) < k[:, None, None]
@@ -233,7 +234,7 @@ class GHANet(SurvivalModel):
         for i, (pred, target, keep) in enumerate(zip(out.aux["recon"], omics, self.recon_masks, strict=True)):
             if target.shape[-1] != keep.numel():
                 raise ValueError(f"omics group {i} has {target.shape[-1]} features, the model expects {keep.numel()}")
-            target = target[:, keep].to(pred.dtype)
+            pred, target = _fp32(pred), _fp32(target[:, keep])
             cos = (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(dim=-1)
             total = total + (1.0 - cos).pow(SCE_EXPONENT) + (pred - target).pow(2).mean(dim=-1)
         return self.recon_weight * total
@@ -255,6 +256,11 @@ class GHANet(SurvivalModel):
         low = bins >= HIGH_RISK_BINS
         masks = [_differential_mask(np.asarray(g, dtype=float)[high], np.asarray(g, dtype=float)[low]) for g in omics]
         return {"recon_masks": masks}
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    """Upcast half precision to float32 (the shared masked_softmax's fill value overflows bf16)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def _differential_mask(high: np.ndarray, low: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import torch
 
 from bench.survival import nll_loss
 from models import OMICS, WSI, create_model, list_models
-from models.base import REFERENCE_OPTIM
+from models.base import REFERENCE_OPTIM, SurvivalOutput
 from models.ghanet import GHANet
 
 BLCA_SIZES = (94, 334, 521, 468, 1496, 479)
@@ -94,6 +94,64 @@ def test_shapes_eval(n_patches):
     assert out.aux["morph_weights"].shape == (2, n_patches)
 
 
+def official_order_forward(model: GHANet, h: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One bag [N, D] through the official code's sequence of operations, written out step by step.
+
+    Transcribed from `Reconstruction_Net.forward` and `G_HANet_Surv.forward` (eval mode, no
+    padding): its top-k threshold test (>= k-th largest) and additive -1e5 mask included.
+    """
+    cab = model.cab
+
+    def attention(mod, x, context):  # [n, 512], [N, 512] -> out [n, 512], logits [4, n, N]
+        def heads(t):
+            return t.view(t.shape[0], 4, 128).transpose(0, 1)
+
+        q, k, v = heads(mod.to_q(x)), heads(mod.to_k(context)), heads(mod.to_v(context))
+        sim = q @ k.transpose(1, 2) * 128**-0.5
+        return mod.to_out((sim.softmax(-1) @ v).transpose(0, 1).reshape(-1, 512)), sim
+
+    def geglu_ffn(ffn, x):
+        first, _, second, _ = ffn
+        value, gate = first(x).chunk(2, dim=-1)
+        return second(value * torch.nn.functional.gelu(gate))
+
+    tokens = cab.tokens[0]
+    context = cab.ln_context(torch.relu(cab.wsi_net[0](h)))
+    r, _ = attention(cab.attn, cab.ln_query0(tokens), context)
+    r = geglu_ffn(cab.ffn0, cab.ln_ffn0(r)) + r
+    r, sim = attention(cab.attn, cab.ln_query1(tokens + r), context)
+    r = geglu_ffn(cab.ffn1, cab.ln_ffn1(r)) + r
+    g = cab.ln_out(r)
+    recon = [decoder(g[i]) for i, decoder in enumerate(cab.decoders)]
+
+    linear, norm = model.wsi_net[0], model.wsi_net[1]
+    x = torch.relu(norm(linear(h)))
+    edge1 = torch.softmax(model.gate(x).T, dim=1)
+    matrix = sim.mean(dim=0)
+    kth = torch.topk(matrix, k=int(x.shape[0] * 0.2), dim=1)[0][:, -1:]
+    edge = (matrix >= kth).float()
+    edge2 = torch.softmax(matrix + (1 - edge) * -100000, dim=1)
+    p = ((edge1 + edge2) / 2) @ x
+    w1, ln1, _, w2, ln2, _ = model.hyper_mlp
+    y = torch.relu(ln2(w2(torch.relu(ln1(w1(p)))))) + p
+    f = (y + g) / 2
+    f = attention(model.attn, f, f)[0] + f
+    f = geglu_ffn(model.ffn, model.ln_ffn(f)) + f
+    w, ln, _, _ = model.head
+    return model.classifier(torch.relu(ln(w(f))).reshape(1, -1)), recon
+
+
+def test_matches_the_official_order_of_operations():
+    model = small_model().eval()
+    bag = torch.randn(50, SMALL_PATH)
+    with torch.no_grad():
+        out = model(wsi=bag)
+        logits, recon = official_order_forward(model, bag)
+    torch.testing.assert_close(out.logits, logits, atol=1e-5, rtol=1e-5)
+    for mine, ref in zip(out.aux["recon"], recon, strict=True):
+        torch.testing.assert_close(mine[0], ref, atol=1e-5, rtol=1e-5)
+
+
 def test_decoder_sizes_follow_recon_masks():
     masks = [np.arange(d) % 2 == 0 for d in SMALL_SIZES]
     model = small_model(recon_masks=masks).eval()
@@ -166,15 +224,15 @@ def test_reconstruction_loss_values():
     model = small_model(recon_masks=masks)
     omics = random_omics(3)
     targets = [o[:, :2] for o in omics]
-    exact = model.extra_loss(type("Out", (), {"aux": {"recon": targets}})(), omics)
+    exact = model.extra_loss(SurvivalOutput(torch.zeros(3, 4), {"recon": targets}), omics)
     assert exact.shape == (3,)
     torch.testing.assert_close(exact, torch.zeros(3), atol=1e-6, rtol=0)
-    flipped = model.extra_loss(type("Out", (), {"aux": {"recon": [-t for t in targets]}})(), omics)
+    flipped = model.extra_loss(SurvivalOutput(torch.zeros(3, 4), {"recon": [-t for t in targets]}), omics)
     # cos = -1 gives SCE (1 - (-1))^3 = 8; MSE of -y vs y is mean(4 y^2); weight 0.3.
     expected = 0.3 * sum(8.0 + (4 * t.pow(2)).mean(-1) for t in targets)
     torch.testing.assert_close(flipped, expected)
     with pytest.raises(ValueError, match="group 0 has 4 features"):
-        model.extra_loss(type("Out", (), {"aux": {"recon": targets}})(), [torch.randn(3, 4)] + omics[1:])
+        model.extra_loss(SurvivalOutput(torch.zeros(3, 4), {"recon": targets}), [torch.randn(3, 4)] + omics[1:])
 
 
 def test_padded_batch_matches_each_bag_alone():
@@ -211,6 +269,22 @@ def test_padded_batch_gradient_equals_sum_of_per_bag_gradients():
         if name != "gate.attention_c.bias":  # softmax is shift-invariant: that bias never gets gradient
             assert batched[name].abs().sum() > 0, name
         torch.testing.assert_close(batched[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_runs_under_bf16_autocast():
+    """The trainer's bf16 mode: softmaxes and the reconstruction loss stay in float32."""
+    model = small_model(dropout=0.0)
+    wsi, mask = padded_batch([torch.randn(n, SMALL_PATH) for n in (20, 9)], fill=0.0)
+    with torch.no_grad():
+        reference = model.eval()(wsi=wsi, mask=mask).logits
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(wsi=wsi, mask=mask)
+        extra = model.extra_loss(out, random_omics(2))
+    assert extra.dtype == torch.float32 and torch.isfinite(extra).all()
+    torch.testing.assert_close(out.logits.float(), reference, atol=0.05, rtol=0)
+    (out.logits.float().sum() + extra.sum()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_same_seed_same_logits():
