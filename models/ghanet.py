@@ -79,8 +79,7 @@ class MultiHeadAttention(nn.Module):
     """4 x 128 attention: bias-free q/k/v, biased output linear, dropout on the attention weights.
 
     Returns the output and the pre-softmax scaled logits [B, heads, Nq, Nk]; keys whose
-    `key_mask` is False get exactly zero weight. Softmaxes here and below run in float32 so the
-    model also runs under bf16 autocast.
+    `key_mask` is False get exactly zero weight. The softmax runs in float32 (bf16 autocast).
     """
 
     def __init__(self, dim: int = DIM, heads: int = HEADS, dim_head: int = DIM_HEAD, dropout: float = 0.25):

@@ -11,7 +11,7 @@ import torch
 
 from bench.survival import nll_loss
 from models import OMICS, WSI, create_model, list_models
-from models.base import REFERENCE_OPTIM, SurvivalOutput
+from models.base import OPTIM_KEYS, REFERENCE_OPTIM, SurvivalOutput
 from models.ghanet import GHANet
 
 BLCA_SIZES = (94, 334, 521, 468, 1496, 479)
@@ -47,6 +47,17 @@ def test_contract_and_registration():
     assert GHANet.paper_defaults == {**REFERENCE_OPTIM, "dropout": 0.25, "topk_ratio": 0.2, "recon_weight": 0.3}
     space = GHANet.search_space(optuna.trial.FixedTrial({"lr": 3e-4, "weight_decay": 1e-5, "dropout": 0.1}))
     assert {"lr", "weight_decay", "dropout"} <= set(space)
+    for params in (GHANet.paper_defaults, space):  # the trainer hands every non-optimiser key to the model
+        small_model(**{k: v for k, v in params.items() if k not in OPTIM_KEYS})
+
+
+def test_topk_ratio_knob():
+    model = small_model(topk_ratio=0.5).eval()
+    with torch.no_grad():
+        out = model(wsi=torch.randn(11, SMALL_PATH))
+    assert (out.aux["hyperedges"].sum(-1) == 5).all()
+    with pytest.raises(ValueError, match="topk_ratio"):
+        small_model(topk_ratio=0.0)
 
 
 def test_parameter_count_matches_documented_layer_list():
