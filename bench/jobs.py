@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from bench.data import Cohort, DataRoot, FeatureStore, open_cohort
+from bench.data.semisynth import ensure_features
 from bench.errors import BenchError
 from bench.fold import make_fold
 from bench.profiles import Profile
@@ -50,7 +51,7 @@ class SweepSettings:
     protocol: str
     profile: Profile
     trials: int
-    table_variant: str | None = None
+    table_variants: dict[str, str | None] = field(default_factory=dict)  # per cohort; None = tables/
     allow_unverified_splits: bool = False
     on_missing: str = "error"
     device: str = "cpu"
@@ -88,9 +89,12 @@ def git_commit() -> str:
 
 
 def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
-    cohort = open_cohort(settings.root, name, settings.table_variant)
+    cohort = open_cohort(settings.root, name, settings.table_variants.get(name))
     folds = load_folds(settings.root, name, cohort.case_ids, allow_unverified=settings.allow_unverified_splits)
-    store = FeatureStore(settings.root.features(name))
+    if settings.data == "semisynthetic":
+        store = FeatureStore(ensure_features(settings.root, cohort))
+    else:
+        store = FeatureStore(settings.root.features(name))
     missing = [c for c, slides in cohort.patients["slides"].items() if store.missing_slides(slides)]
     if missing and settings.on_missing == "error":
         raise BenchError(f"{len(missing)} patient(s) of {name} have slides without feature files under "
@@ -109,7 +113,8 @@ def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
 
 def job_key(job: Job, settings: SweepSettings, split_sha: str) -> str:
     spec = {"job": job.__dict__, "protocol": settings.protocol, "data": settings.data, "split": split_sha,
-            "profile": settings.profile.as_dict(), "trials": settings.trials, "variant": settings.table_variant}
+            "profile": settings.profile.as_dict(), "trials": settings.trials,
+            "variant": settings.table_variants.get(job.cohort)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -124,7 +129,7 @@ def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
     tracker.kill_stale(key)
     tags = {"model": job.model, "cohort": job.cohort, "protocol": settings.protocol, "data": settings.data,
             "seed": str(job.seed), "profile": settings.profile.name, "trials": str(settings.trials),
-            "table_variant": settings.table_variant or "default"}
+            "table_variant": settings.table_variants.get(job.cohort) or "default"}
     parent = tracker.parent(tags)
     fold_tags = {**tags, "fold": str(job.fold), "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
                  "device": settings.device, "precision": settings.precision, "torch_version": torch.__version__,

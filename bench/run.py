@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from bench.data import COHORTS, DataRoot, parse_cohorts
+from bench.data.layout import TABLE_VARIANTS
 from bench.errors import BenchError, cli_main
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data, run_job
 from bench.profiles import PROFILES
@@ -37,10 +38,13 @@ def parse_args(argv):
     p.add_argument("--folds", default="0,1,2,3,4")
     p.add_argument("--protocol", choices=["nested", "paper"], default="nested")
     p.add_argument("--trials", type=int, default=None, help="Optuna trials per job (nested; default from the profile)")
-    p.add_argument("--data", choices=["synthetic", "tcga"], default="synthetic")
+    p.add_argument("--data", choices=["synthetic", "tcga", "semisynthetic"], default="synthetic",
+                   help="semisynthetic: real tables/labels/splits from --data-root with simulated slide features")
     p.add_argument("--data-root", type=Path, default=None)
     p.add_argument("--features-dir", type=Path, default=None, help="MCAT-style feature folder (tcga_<c>_20x_features/)")
-    p.add_argument("--table-variant", choices=["sig", "mutsig"], default=None, help="real tables: tables/<variant>/")
+    p.add_argument("--table-variant", default=None,
+                   help="real tables: sig or mutsig for all cohorts, or per cohort (blca=sig,brca=mutsig); "
+                        "default: sig where fetched, else mutsig")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("--experiment", default=None, help="default: <data>-<protocol>")
     p.add_argument("--seed", default="1", help="seed, or comma-separated seeds (one job per seed)")
@@ -96,19 +100,37 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
             synthesize(root)
     else:
         if args.data_root is None:
-            raise BenchError("--data tcga needs --data-root DIR (fill it with `python -m bench.data fetch --out DIR`).")
+            raise BenchError(f"--data {args.data} needs --data-root DIR holding the real tables and splits "
+                             "(fill it with `python -m bench.data fetch --out DIR`).")
         root = args.data_root
     experiment = args.experiment or default_experiment(args.data, args.protocol)
     local = store_dir(args.tracking_uri)
+    data_root = DataRoot(root, args.features_dir)
+    requested = parse_variants(args.table_variant, cohorts)
+    variants = {c: data_root.resolve_variant(c, requested.get(c)) for c in cohorts}
     settings = SweepSettings(
-        data=args.data, root=DataRoot(root, args.features_dir), protocol=args.protocol, profile=profile,
-        trials=trials if args.protocol == "nested" else 0, table_variant=args.table_variant,
+        data=args.data, root=data_root, protocol=args.protocol, profile=profile,
+        trials=trials if args.protocol == "nested" else 0, table_variants=variants,
         allow_unverified_splits=args.allow_unverified_splits, on_missing=args.on_missing, device=device,
         precision=args.precision, micro_batch=args.micro_batch,
         optuna_dir=(local or Path("mlruns")) / "optuna" / experiment,
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
     return settings, jobs, experiment, args.tracking_uri
+
+
+def parse_variants(text: str | None, cohorts: list[str]) -> dict[str, str]:
+    """`sig` -> every cohort; `blca=sig,brca=mutsig` -> per cohort."""
+    if not text:
+        return {}
+    out = {}
+    for part in text.split(","):
+        cohort, _, variant = part.rpartition("=")
+        if variant not in TABLE_VARIANTS:
+            raise BenchError(f"--table-variant {text!r}: variant {variant!r} is not one of {', '.join(TABLE_VARIANTS)}.")
+        for c in parse_cohorts(cohort) if cohort else cohorts:
+            out[c] = variant
+    return out
 
 
 def _fmt_time(seconds: float) -> str:

@@ -65,11 +65,26 @@ class DataRoot:
         return f"5foldcv/{study(cohort)}/splits_{k}.csv"
 
     def features(self, cohort: str) -> Path:
-        """Folder holding `h5_files/` or `pt_files/` for a cohort."""
+        """Folder holding `h5_files/` or `pt_files/` for a cohort.
+
+        With `features_dir`, MCAT's `tcga_<c>_20x_features/` is looked for first, then `tcga_<c>/`.
+        """
         if self.features_dir is not None:
             mcat = self.features_dir / f"{study(cohort)}_20x_features"
-            return mcat if mcat.is_dir() else self.features_dir
+            plain = self.features_dir / study(cohort)
+            return plain if plain.is_dir() and not mcat.is_dir() else mcat
         return self.root / "features" / study(cohort)
+
+    def resolve_variant(self, cohort: str, requested: str | None = None) -> str | None:
+        """Table variant to read: the requested one, else `tables/` itself, else `sig`, else `mutsig`."""
+        if requested is not None:
+            return requested
+        if self.table(cohort).is_file():
+            return None
+        for variant in TABLE_VARIANTS:
+            if self.table(cohort, variant).is_file():
+                return variant
+        return None
 
     def truth(self, cohort: str) -> Path:
         return self.root / "truth" / f"{study(cohort)}.csv"
