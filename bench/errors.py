@@ -26,7 +26,10 @@ def cli_main(main: Callable[[list[str] | None], int | None]) -> Callable[[list[s
             return int(main(argv) or 0)
         except BenchError as err:
             text = " ".join(str(err).split())
-            print("error: " + textwrap.fill(text, width=100, subsequent_indent="  "), file=sys.stderr)
+            # never break inside a word: paths and TCGA ids (with hyphens) must stay copyable
+            para = textwrap.fill(text, width=100, subsequent_indent="  ", break_on_hyphens=False,
+                                 break_long_words=False)
+            print("error: " + para, file=sys.stderr)
             return EXIT_USER_ERROR
 
     return wrapped
