@@ -66,6 +66,11 @@ def read_signatures(path: Path) -> list[list[str]]:
     return [list(dict.fromkeys(str(g) for g in sig[c].dropna() if str(g).strip())) for c in sig.columns]
 
 
+def _cell(value) -> str:
+    """A table value as the user wrote it: `2`, `'yes'` or `nan`, not `np.int64(2)`."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
@@ -73,7 +78,8 @@ def _read_table(path: Path) -> pd.DataFrame:
                          "`python -m bench.data fetch --out DIR` or generate synthetic ones with `python -m bench.data synth`.")
     try:
         compression = "zip" if zipfile.is_zipfile(path) else None
-        return pd.read_csv(path, compression=compression, low_memory=False)
+        # .copy() consolidates read_csv's one-block-per-column frame: later row/column selections get ~10x faster
+        return pd.read_csv(path, compression=compression, low_memory=False).copy()
     except (ValueError, OSError, zipfile.BadZipFile, pd.errors.ParserError) as err:
         raise BenchError(f"cohort table {path} cannot be read as an MCAT-format CSV ({err}). "
                          "Re-download it; `python -m bench.data fetch` verifies checksums.") from None
@@ -93,12 +99,14 @@ def load_cohort(name: str, table_path: Path, signatures_path: Path, truth_path: 
     bad = df.loc[~cens.isin([0, 1]), "case_id"]
     if len(bad):
         raise BenchError(f"cohort table {table_path}: censorship must be 0 (event) or 1 (censored); patient "
-                         f"{bad.iloc[0]} has {df.loc[bad.index[0], 'censorship']!r} ({len(bad)} row(s) affected). Fix those rows.")
+                         f"{bad.iloc[0]} has {_cell(df.loc[bad.index[0], 'censorship'])} ({len(bad)} row(s) affected). "
+                         "Fix those rows.")
     time = pd.to_numeric(df["survival_months"], errors="coerce")
     bad = df.loc[~(np.isfinite(time) & (time > 0)), "case_id"]
     if len(bad):
         raise BenchError(f"cohort table {table_path}: survival_months must be a positive number; patient {bad.iloc[0]} "
-                         f"has {df.loc[bad.index[0], 'survival_months']!r} ({len(bad)} row(s) affected). Fix or drop those rows.")
+                         f"has {_cell(df.loc[bad.index[0], 'survival_months'])} ({len(bad)} row(s) affected). "
+                         "Fix or drop those rows.")
     df["censorship"] = cens.astype(int)
     df["survival_months"] = time.astype(float)
 
@@ -119,7 +127,10 @@ def load_cohort(name: str, table_path: Path, signatures_path: Path, truth_path: 
         "event": 1 - first["censorship"],
         "slides": slides.reindex(first.index),
     })
-    omics = first[gene_cols].apply(pd.to_numeric, errors="coerce").astype(np.float32)
+    omics = first[gene_cols].copy()
+    for col in omics.columns[~omics.dtypes.map(pd.api.types.is_numeric_dtype)]:  # parse text columns only (fast)
+        omics[col] = pd.to_numeric(omics[col], errors="coerce")
+    omics = omics.astype(np.float32)
     if omics.isna().any().any():
         col = omics.columns[omics.isna().any()][0]
         case = omics.index[omics[col].isna()][0]
