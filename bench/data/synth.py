@@ -30,6 +30,8 @@ from .layout import COHORTS, DataRoot, slide_stem, study
 
 DEFAULT_SEED = 0
 DEFAULT_SCALE = 0.12
+MIN_PATIENTS = 20
+MIN_EVENTS = 8  # expected deaths per cohort at any scale: 4 survival bins need >= 4 events, folds need a few more
 FEATURE_DIM = 1024
 LATENT_DIM = 3
 BETA = np.array([1.0, -0.8, 0.6])  # log-hazard weights on z
@@ -119,7 +121,7 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float) -> dict:
     """Write one cohort's table, features, truth and splits; return its summary."""
     spec = SPECS[cohort]
     rng = np.random.default_rng([seed, COHORTS.index(cohort)])
-    n = max(20, int(round(spec.patients * scale)))
+    n = max(MIN_PATIENTS, int(round(spec.patients * scale)), int(np.ceil(MIN_EVENTS / (1.0 - spec.censoring))))
     z = rng.standard_normal((n, LATENT_DIM))
     eta = z @ BETA
     time, censored = _survival(rng, eta, spec)
