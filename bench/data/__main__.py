@@ -25,16 +25,31 @@ def _check(args) -> int:
     from .check import check_cohort
 
     root = DataRoot(args.data_root, args.features_dir)
-    missing_any = False
+    missing = []
     for cohort in parse_cohorts(args.cohorts):
         rep = check_cohort(root, cohort, args.table_variant, features=not args.no_features,
                            allow_unverified=args.allow_unverified_splits, deep=args.deep)
         print("\n".join(rep.lines))
-        missing_any |= bool(rep.missing_patients)
-    if missing_any and args.on_missing == "error":
-        raise BenchError("some patients have no slide features (listed above). Extract them, or pass --on-missing skip "
-                         "to run without those patients (the run records which were dropped).")
+        missing += rep.missing_patients
+    if missing and args.on_missing == "error":
+        raise BenchError(f"{len(missing)} patient(s) have no slide features: {', '.join(missing[:5])}"
+                         f"{', ...' if len(missing) > 5 else ''} (all listed above). Extract them, or pass "
+                         "--on-missing skip to run without those patients (the run records which were dropped).")
     return 0
+
+
+def sweep_estimate(patients: int, patches: int, dim: int = 1024) -> str:
+    """Size of a paper-scale sweep over these patients: what one epoch reads, and patch passes in all."""
+    from bench.profiles import PROFILES
+
+    paper = PROFILES["paper"]
+    fits = paper.trials * (1 - paper.inner_val_fraction) + 1  # tuning trials on the inner part, then the refit
+    passes = 0.8 * patches * paper.epochs * fits * 5  # training folds hold 4/5 of the patients, 5 folds
+    return (f"sweep size: {patients} patients with features, {patches} patches = {patches * dim * 4 / 2**30:.2f} GiB of "
+            f"float32 (the I/O of one epoch over every cohort without the in-memory cache). A paper-profile nested sweep "
+            f"({paper.trials} trials + refit, {paper.epochs} epochs, 5 folds) makes about {passes / 1e9:.2f} G patch "
+            "forward+backward passes per model; multiply by a model's seconds per patch from `python -m bench.perf models` "
+            "(run it on the GPU you will use) for its time.")
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -52,7 +67,7 @@ def _main(argv: list[str] | None = None) -> int:
     c.add_argument("--data-root", type=Path, required=True)
     c.add_argument("--cohorts", default=None)
     c.add_argument("--table-variant", choices=["sig", "mutsig"], default=None,
-                   help="read tables/<variant>/ (fetched real tables); default: tables/")
+                   help="read tables/<variant>/ (fetched real tables); default: tables/, else sig, else mutsig")
     c.add_argument("--features-dir", type=Path, default=None, help="MCAT-style feature folder (tcga_<c>_20x_features/)")
     c.add_argument("--no-features", action="store_true", help="skip the slide-feature checks")
     c.add_argument("--deep", action="store_true", help="read every bag and check its values (slow on real data)")

@@ -30,7 +30,7 @@ class CohortReport:
     bag_sizes: dict[str, int] = field(default_factory=dict)
 
 
-def patch_count(store: FeatureStore, slide_id: str) -> int:
+def patch_count(store: FeatureStore, slide_id: str, case_id: str) -> int:
     """Patches in one slide's feature file without reading the features."""
     path = store.slide_path(slide_id)
     try:
@@ -40,21 +40,25 @@ def patch_count(store: FeatureStore, slide_id: str) -> int:
         else:
             shape = tuple(torch.load(path, map_location="cpu", weights_only=True, mmap=True).shape)
     except Exception as err:
-        raise BenchError(f"feature file {path} (slide {slide_id}) cannot be read: {err}. Re-extract it with CLAM.") from None
+        raise BenchError(f"feature file {path} (slide {slide_id}, patient {case_id}) cannot be read: {err}. "
+                         "Re-extract it with CLAM.") from None
     if len(shape) != 2 or shape[1] != store.dim:
-        raise BenchError(f"feature file {path} (slide {slide_id}) has shape {tuple(shape)}; expected [N, {store.dim}]. "
-                         "Use features from one encoder (CLAM ResNet-50 trunc gives 1024).")
+        raise BenchError(f"feature file {path} (slide {slide_id}, patient {case_id}) has shape {tuple(shape)}; "
+                         f"expected [N, {store.dim}]. Use features from one encoder (CLAM ResNet-50 trunc gives 1024).")
     return int(shape[0])
 
 
 def feature_coverage(cohort: Cohort, store: FeatureStore) -> tuple[dict[str, int], list[str]]:
-    """Bag size per patient whose every slide has features, and the patients lacking any."""
+    """Bag size per patient whose every slide has features, and the patients lacking any; an empty bag is an error."""
     sizes, missing = {}, []
     for case, slides in cohort.patients["slides"].items():
         if store.missing_slides(slides):
             missing.append(case)
-        else:
-            sizes[case] = sum(patch_count(store, s) for s in slides)
+            continue
+        sizes[case] = sum(patch_count(store, s, case) for s in slides)
+        if sizes[case] == 0:
+            raise BenchError(f"patient {case} has an empty bag: its slides ({', '.join(slides)}) hold no patches in "
+                             f"{store.folder}. Check the tissue segmentation, or drop the patient from the table.")
     return sizes, missing
 
 
