@@ -26,11 +26,17 @@ def _check(args) -> int:
 
     root = DataRoot(args.data_root, args.features_dir)
     missing = []
+    patients = patches = 0
     for cohort in parse_cohorts(args.cohorts):
-        rep = check_cohort(root, cohort, args.table_variant, features=not args.no_features,
+        variant = root.resolve_variant(cohort, args.table_variant)
+        rep = check_cohort(root, cohort, variant, features=not args.no_features,
                            allow_unverified=args.allow_unverified_splits, deep=args.deep)
         print("\n".join(rep.lines))
         missing += rep.missing_patients
+        patients += len(rep.bag_sizes)
+        patches += sum(rep.bag_sizes.values())
+    if patches:
+        print(sweep_estimate(patients, patches))
     if missing and args.on_missing == "error":
         raise BenchError(f"{len(missing)} patient(s) have no slide features: {', '.join(missing[:5])}"
                          f"{', ...' if len(missing) > 5 else ''} (all listed above). Extract them, or pass "
@@ -47,7 +53,7 @@ def sweep_estimate(patients: int, patches: int, dim: int = 1024) -> str:
     passes = 0.8 * patches * paper.epochs * fits * 5  # training folds hold 4/5 of the patients, 5 folds
     return (f"sweep size: {patients} patients with features, {patches} patches = {patches * dim * 4 / 2**30:.2f} GiB of "
             f"float32 (the I/O of one epoch over every cohort without the in-memory cache). A paper-profile nested sweep "
-            f"({paper.trials} trials + refit, {paper.epochs} epochs, 5 folds) makes about {passes / 1e9:.2f} G patch "
+            f"({paper.trials} trials + refit, {paper.epochs} epochs, 5 folds) makes about {passes / 1e6:,.1f} million patch "
             "forward+backward passes per model; multiply by a model's seconds per patch from `python -m bench.perf models` "
             "(run it on the GPU you will use) for its time.")
 
