@@ -12,6 +12,8 @@ import json
 import os
 import sqlite3
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,6 +66,8 @@ class Tracker:
             except (OSError, sqlite3.Error) as err:
                 raise BenchError(f"the tracking store {uri} cannot be opened ({err}). Pass --tracking-uri with a "
                                  "writable sqlite:///path/mlflow.db or an http://host:port MLflow server.") from None
+        if urlparse(uri).scheme in ("http", "https"):
+            _probe_server(uri)
         self.client = MlflowClient(tracking_uri=uri)
         try:
             exp = self.client.get_experiment_by_name(experiment)
@@ -136,6 +140,22 @@ class Tracker:
                 mlflow.entities.Metric("c_index_mean", float(values.mean()), 0, 0),
                 mlflow.entities.Metric("c_index_std", float(values.std(ddof=0)), 0, 0),
                 mlflow.entities.Metric("n_folds_finished", float(len(values)), 0, 0)])
+
+
+def _probe_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds when a tracking server does not answer: MlflowClient retries for minutes first.
+
+    Any HTTP answer (even an error status) means something listens; only a connection failure stops here.
+    """
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            pass
+    except urllib.error.HTTPError:
+        pass
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise BenchError(f"the tracking server {uri} does not answer ({reason}). Start it first (mlflow server "
+                         f"--host 127.0.0.1 --port PORT) or pass another --tracking-uri (default {DEFAULT_TRACKING_URI}).") from None
 
 
 def _digest(text: str) -> str:
