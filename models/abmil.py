@@ -27,12 +27,12 @@ class ABMIL(SurvivalModel):
     batchable = True
     paper_defaults = {**REFERENCE_OPTIM, "dropout": 0.25}
 
-    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, dropout=0.25, hidden=512, attn_dim=256):
+    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, dropout=0.25):
         super().__init__()
-        self.fc = nn.Sequential(nn.Linear(path_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
-        self.attention = GatedAttention(hidden, attn_dim, n_out=1, dropout=dropout)
-        self.rho = nn.Sequential(nn.Linear(hidden, attn_dim), nn.ReLU(), nn.Dropout(dropout))
-        self.classifier = nn.Linear(attn_dim, n_bins)
+        self.fc = nn.Sequential(nn.Linear(path_dim, 512), nn.ReLU(), nn.Dropout(dropout))
+        self.attention = GatedAttention(512, 256, n_out=1, dropout=dropout)
+        self.rho = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(256, n_bins)
 
     def forward(self, wsi=None, mask=None, omics=None) -> SurvivalOutput:
         wsi, mask, _ = as_batch(require(wsi, WSI, self.name), mask, None)

@@ -55,8 +55,9 @@ class MCAT(SurvivalModel):
     batchable = True
     paper_defaults = {**REFERENCE_OPTIM, "dropout": 0.25}
 
-    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, dropout=0.25, dim=256):
+    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, dropout=0.25):
         super().__init__()
+        dim = 256
         self.wsi_net = nn.Sequential(nn.Linear(path_dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.sig_networks = nn.ModuleList(
             nn.Sequential(SNNBlock(size, dim, dropout), SNNBlock(dim, dim, dropout)) for size in omic_sizes

@@ -31,10 +31,9 @@ class SNN(SurvivalModel):
     batchable = True
     paper_defaults = {**REFERENCE_OPTIM, "l1_reg": 1e-4, "dropout": 0.25}
 
-    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4,
-                 dropout=0.25, hidden=(256, 256, 256, 256)):
+    def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, dropout=0.25):
         super().__init__()
-        dims = [int(sum(omic_sizes)), *hidden]
+        dims = [int(sum(omic_sizes)), 256, 256, 256, 256]
         self.fc_omic = nn.Sequential(*(SNNBlock(a, b, dropout) for a, b in zip(dims[:-1], dims[1:])))
         self.classifier = nn.Linear(dims[-1], n_bins)
         init_snn_weights(self)

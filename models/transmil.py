@@ -14,7 +14,8 @@ run bag by bag on each bag's real patches and gives each bag its own result.
 
 Deliberate deviations: the optimisation is the shared survival setup (REFERENCE_OPTIM, NLL);
 the official Lookahead-RAdam, cross-entropy, 200-epoch Camelyon16 training is a classification
-setup not used here. `dropout` sets the Nystrom output dropout (official 0.1).
+setup not used here. `dropout` sets the Nystrom output dropout (official 0.1); `dim` is the
+width (official 512; tests narrow it to stay cheap).
 """
 
 from __future__ import annotations
