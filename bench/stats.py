@@ -219,7 +219,8 @@ def corrected_ttest(diffs, test_train_ratio: float) -> tuple[float, float]:
     return float(t), float(2.0 * sps.t.sf(abs(t), j - 1))
 
 
-def paired_fold_diffs(scores_a: pd.DataFrame, scores_b: pd.DataFrame, metric: str = "c_index") -> tuple[np.ndarray, float]:
+def paired_fold_diffs(scores_a: pd.DataFrame, scores_b: pd.DataFrame,
+                      metric: str = "c_index") -> tuple[np.ndarray, float]:
     """Per-(seed, fold) differences a - b of `fold_scores` tables, and the mean n_test/n_train ratio."""
     both = scores_a.merge(scores_b, on=["seed", "fold"], suffixes=("_a", "_b"), validate="one_to_one")
     ratio = float((both["n_test_a"] / both["n_train_a"]).mean())

@@ -190,7 +190,8 @@ def test_wilcoxon_only_with_several_seeds():
 def _fold(fold: int, train_risk, test_risk) -> pd.DataFrame:
     rows = [("train", r) for r in train_risk] + [("test", r) for r in test_risk]
     return pd.DataFrame({"seed": 1, "fold": fold, "split": [s for s, _ in rows],
-                         "case_id": [f"f{fold}p{i}" for i in range(len(rows))], "time": np.arange(1.0, len(rows) + 1), "event": 1, "risk": [r for _, r in rows]})
+                         "case_id": [f"f{fold}p{i}" for i in range(len(rows))],
+                         "time": np.arange(1.0, len(rows) + 1), "event": 1, "risk": [r for _, r in rows]})
 
 
 def test_km_threshold_comes_from_the_training_rows():

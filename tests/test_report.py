@@ -1,0 +1,229 @@
+"""bench.report: the table's marks, published and oracle rows, figure files, and the CLI on a real sqlite store."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from bench import report
+from bench.errors import cli_main
+from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fold_predictions(cohort_seed: int, n: int, folds: int, strength: float, model_seed: int) -> list[pd.DataFrame]:
+    """Per-fold predictions.csv tables in the runner's contract; risk = strength * true risk + noise."""
+    rng = np.random.default_rng(cohort_seed)
+    z = rng.normal(size=n)
+    t = rng.exponential(30.0 * np.exp(-z))
+    cens = rng.uniform(5, 90, size=n)
+    time, event = np.minimum(t, cens).round(2), (t <= cens).astype(int)
+    risk = strength * z + np.random.default_rng([cohort_seed, model_seed]).normal(size=n)
+    surv = (1.0 + np.exp(risk))[:, None] ** -np.array([[0.25, 0.5, 0.75, 1.0]])  # decreasing in the bin
+    fold_of = np.arange(n) % folds
+    out = []
+    for k in range(folds):
+        out.append(pd.DataFrame({
+            "case_id": [f"TCGA-{cohort_seed:02d}-{i:04d}" for i in range(n)],
+            "split": np.where(fold_of == k, "test", "train"), "time": time, "event": event, "bin": 0,
+            "risk": -surv.sum(axis=1), **{f"S_{j + 1}": surv[:, j] for j in range(4)}, "true_risk": z}))
+    return out
+
+
+def analysed(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protocol: str = "nested",
+             data: str = "synthetic") -> report.Results:
+    """DataFrames as read_store returns them, analysed with a small bootstrap; no MLflow involved."""
+    runs, preds = [], []
+    for c, cohort in enumerate(cohorts):
+        for m, (model, strength) in enumerate(sorted(models.items())):
+            for k, table in enumerate(fold_predictions(c, n, folds, strength, m)):
+                runs.append({"run_id": f"{cohort}-{model}-{k}", "model": model, "cohort": cohort, "fold": k,
+                             "protocol": protocol, "data": data, "seed": 1, "trials": "4", "profile": "quick",
+                             "oracle_c_index": 0.75 if data == "synthetic" else np.nan})
+                preds.append(table.assign(model=model, cohort=cohort, seed=1, fold=k))
+    return report.analyse(pd.DataFrame(runs), pd.concat(preds, ignore_index=True), n_boot=200)
+
+
+def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
+    res = analysed({"good": 3.0, "twin": 2.9, "bad": -3.0}, n=100)
+    table = report.cindex_table(res)
+    rows = {r[0]: r for r in report.table_rows(table, "md")[1:]}
+    assert rows["good"][1].startswith("**") and "†" not in rows["good"][1]
+    assert "†" in rows["bad"][1] and "**" not in rows["bad"][1]
+    assert "†" not in rows["twin"][1]  # close to the best: no evidence it is worse
+    pw = res.pairwise.set_index(["model_a", "model_b"])
+    assert pw.loc[("bad", "good"), "holm_p"] < 0.05 < pw.loc[("good", "twin"), "holm_p"]
+    assert pw.loc[("bad", "good"), "mean_diff"] < -0.5  # a - b with a = bad
+    assert pw.loc[("bad", "good"), "boot_ci_high"] < 0
+    assert rows["good"][-1] == "1.00" and rows["bad"][-1] == "3.00"  # mean rank column
+    cell = table.cells[("good", "blca")]
+    fold_c = res.scores.loc[res.scores["model"] == "good", "c_index"]
+    assert cell[0] == pytest.approx(fold_c.mean()) and cell[1] == pytest.approx(fold_c.std(ddof=0))
+    latex = report.table_rows(table, "latex")
+    assert latex[1 + sorted(["good", "twin", "bad"]).index("bad")][1].endswith("$^\\dagger$")
+
+
+def test_published_rows_only_beside_a_paper_protocol_tcga_table():
+    paper = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3))
+    assert "MCAT — published (MCAT release)" in paper.rows and "published (MCAT release)" in paper.caption
+    assert paper.cells[("MCAT — published (MCAT release)", "blca")][:2] == (0.6243, 0.0342)
+    assert report.ORACLE not in paper.rows
+    nested = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="nested", data="tcga", folds=3))
+    synthetic = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="synthetic", folds=3))
+    for table in (nested, synthetic):
+        assert not any("published" in r for r in table.rows) and report.PUBLISHED_LABEL not in table.caption
+    assert report.ORACLE in synthetic.rows and synthetic.cells[(report.ORACLE, "blca")][:2] == (0.75, 0.0)
+
+
+def test_published_constant_matches_the_released_files(shared_data):
+    source = shared_data / "reference_results" / "mcat_iccv2021"
+    folders = {"MCAT": "MCATsm_nll_surv_a0.0_5foldcv_gc32_concat", "AMIL": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig",
+               "SNN": "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig"}
+    for name, folder in folders.items():
+        table = pd.read_csv(source / folder / "cindex.csv").set_index("Project")
+        for cohort, (mean, std) in report.PUBLISHED_MCAT[name].items():
+            assert mean == pytest.approx(table.loc[cohort, "Val C-Index (Mean)"], abs=5e-5)
+            assert std == pytest.approx(table.loc[cohort, "Val C-Index (STD)"], abs=5e-5)
+
+
+def test_figures_exist_decode_and_have_fixed_pixel_sizes(tmp_path):
+    res = analysed({"abmil": 1.0, "ghanet": 2.0, "snn": 0.2}, cohorts=("blca", "luad"), n=40, folds=3)
+    files = report.write_figures(res, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "km").iterdir()) == [
+        f"{c}_{m}.png" for c in ("blca", "luad") for m in ("abmil", "ghanet", "snn")]
+    expected = {"fold_cindex.png": report.FOLD_PLOT_SIZE, "ranks.png": report.RANKS_SIZE,
+                "km_grid.png": (report.KM_CELL[0] * 3, report.KM_CELL[1] * 2)}
+    for path in files:
+        w, h = expected.get(path.name, report.KM_SIZE)
+        image = imread(path)
+        assert image.shape[:2] == (round(h * report.DPI), round(w * report.DPI)), path.name
+        assert image[..., :3].std() > 0.05  # something is drawn
+
+
+def test_tables_and_csvs_are_byte_identical_on_rerun(tmp_path):
+    res = analysed({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
+    first = report.write_table(report.cindex_table(res), tmp_path) + report.write_csvs(res, tmp_path)
+    before = {p.name: p.read_bytes() for p in first}
+    again = analysed({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
+    report.write_table(report.cindex_table(again), tmp_path)
+    report.write_csvs(again, tmp_path)
+    assert {p.name: p.read_bytes() for p in first} == before
+    md = (tmp_path / "cindex_table.md").read_text(encoding="utf-8")
+    assert "Protocol: nested; data: synthetic; folds: 3 (0, 1, 2); seeds: 1 (1); Optuna trials per job: 4" in md
+
+
+# --------------------------------------------------------------------------- the command on a real store
+
+def new_store(path) -> str:
+    """An empty sqlite file in WAL mode (it persists in the file): MLflow's schema set-up then needs far
+    fewer fsyncs, which on a slow disk takes this from about 10 s to about 3 s."""
+    with sqlite3.connect(path) as con:
+        con.execute("PRAGMA journal_mode=WAL")
+    return f"sqlite:///{path}"
+
+
+def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), folds=3) -> str:
+    """A sqlite MLflow store laid out as bench.run writes it: parent runs with FINISHED fold children."""
+    from mlflow.tracking import MlflowClient
+
+    uri = new_store(root / "mlflow.db")
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("synthetic-nested", artifact_location=(root / "artifacts").as_uri(),
+                                   tags={"mlflow.experimentKind": "custom_model_development"})
+    for c, cohort in enumerate(cohorts):
+        for m, model in enumerate(models):
+            parent = client.create_run(exp, tags={RUN_KIND: "parent", "model": model, "cohort": cohort})
+            for k, table in enumerate(fold_predictions(c, 30, folds, 1.0 + m, m)):
+                run = client.create_run(exp, tags={
+                    RUN_KIND: "fold", "mlflow.parentRunId": parent.info.run_id, "model": model, "cohort": cohort,
+                    "fold": str(k), "protocol": "nested", "data": "synthetic", "seed": "1", "split_sha256": "0" * 64,
+                    "git_commit": "test", "trials": "2", "profile": "quick"})
+                test = table[table["split"] == "test"]
+                client.log_metric(run.info.run_id, "c_index", 0.6)
+                client.log_metric(run.info.run_id, "oracle_c_index", 0.7 + 0.01 * k)
+                path = root / PREDICTIONS_ARTIFACT
+                table.to_csv(path, index=False)
+                client.log_artifact(run.info.run_id, str(path))
+                client.set_terminated(run.info.run_id)
+                assert len(test) == 10
+            client.set_terminated(parent.info.run_id)
+    unfinished = client.create_run(exp, tags={RUN_KIND: "fold", "model": "snn", "cohort": "blca", "fold": "0"})
+    assert unfinished.info.status == "RUNNING"  # must be ignored: no predictions, no tags
+    return uri
+
+
+def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri = populate_store(tmp_path)
+    out = tmp_path / "results"
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, "-m", "bench.report", "--tracking-uri", uri, "--out", str(out)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "cindex_summary.csv", "pairwise_tests.csv",
+             "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")
+                                                                for m in ("abmil", "ghanet")]
+    for name in names:
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "cindex_table.csv")
+    assert table["Model"].tolist() == ["ABMIL", "G-HANet", report.ORACLE]
+    assert table.loc[2, "BLCA"] == "0.710 ± 0.008"  # oracle_c_index 0.70, 0.71, 0.72
+    pairwise = pd.read_csv(out / "pairwise_tests.csv")
+    assert pairwise[["cohort", "model_a", "model_b"]].values.tolist() == [["blca", "abmil", "ghanet"],
+                                                                          ["luad", "abmil", "ghanet"]]
+    assert pairwise[["t_corrected_p", "boot_p", "holm_p"]].apply(lambda s: s.between(0, 1)).all().all()
+    before = {name: (out / name).read_bytes() for name in names if name.endswith((".csv", ".md", ".tex"))}
+
+    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 0  # rerun, in-process
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("synthetic-nested")
+    reports = client.search_runs([exp.experiment_id], f"tags.{RUN_KIND} = 'report'")
+    assert len(reports) == 2 and all(r.info.status == "FINISHED" for r in reports)
+    logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
+    assert {"cindex_table.csv", "pairwise_tests.csv", "km", "km_grid.png"} <= logged
+    assert {a.path for a in client.list_artifacts(reports[0].info.run_id, "km")} == {
+        f"km/{c}_{m}.png" for c in ("blca", "luad") for m in ("abmil", "ghanet")}
+
+    # bad inputs: one paragraph, exit 2
+    capsys.readouterr()
+    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "nope", "--out", str(out)]) == 2
+    assert "'nope' is not in the MLflow store" in capsys.readouterr().err
+    other = client.create_experiment("tcga-paper")
+    stray = client.create_run(other, tags={RUN_KIND: "fold"})
+    client.set_terminated(stray.info.run_id)
+    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "several experiments: synthetic-nested, tcga-paper" in err and "--experiment" in err
+    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "tcga-paper", "--out", str(out)]) == 2
+    assert "lacks the tags" in capsys.readouterr().err
+    mixed = client.create_run(exp.experiment_id, tags={
+        RUN_KIND: "fold", "model": "snn", "cohort": "blca", "fold": "0", "protocol": "paper", "data": "synthetic",
+        "seed": "1"})
+    client.set_terminated(mixed.info.run_id)
+    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "synthetic-nested", "--out", str(out)]) == 2
+    assert "mixes fold runs with protocol nested, paper" in capsys.readouterr().err
+
+
+def test_report_cli_refuses_missing_and_empty_stores(tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    missing = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    assert cli_main(report.main)(["--tracking-uri", missing, "--out", str(tmp_path / "r")]) == 2
+    assert "No MLflow store at" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()
+    empty = new_store(tmp_path / "mlflow.db")
+    MlflowClient(tracking_uri=empty).search_experiments()  # creates the store, with no runs at all
+    assert cli_main(report.main)(["--tracking-uri", empty, "--out", str(tmp_path / "r")]) == 2
+    assert "has no finished fold runs" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
