@@ -200,7 +200,7 @@ class GHANet(SurvivalModel):
         assoc, hyperedges = self._association_weights(attn_logits, mask)  # E2 [B, 6, N]
         incidence = (morph.unsqueeze(1) + assoc) / 2
         p = incidence.to(x.dtype) @ x
-        f = (self.hyper_mlp(p) + p + g) / 2
+        f = (self.hyper_mlp(p) + p + g) / 2  # F = (Y + G) / 2 with Y = U + P
         f = f + self.attn(f, f)[0]  # no pre-LN here, as published
         f = f + self.ffn(self.ln_ffn(f))
         logits = self.classifier(self.head(f).flatten(1))
