@@ -15,6 +15,7 @@ training median. An undefined C (no events, no comparable pair) is NaN with a wa
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -103,14 +104,19 @@ def pair_matrices(time, event, risk) -> tuple[np.ndarray, np.ndarray]:
     return np.where(comparable, score, 0.0), comparable.astype(float)
 
 
+@functools.lru_cache(maxsize=64)
 def fold_draws(n: int, fold: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
     """How often each of a fold's n patients (sorted by case_id) appears in each bootstrap resample.
 
     Seeded by (seed, fold) alone, so every model scored on the same fold gets the same resamples:
-    that is what makes the model-vs-model bootstrap paired.
+    that is what makes the model-vs-model bootstrap paired. Cached and read-only, as every model
+    of a cohort asks for the same draws.
     """
     rng = np.random.default_rng([seed, int(fold)])
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    picks = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    counts = np.bincount(picks.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+    counts.flags.writeable = False
+    return counts
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class PooledC:
 
 def _test_ids(pred: pd.DataFrame) -> dict:
     test = _split(pred, "test")
-    return {fold: tuple(sorted(part["case_id"])) for fold, part in test.groupby("fold", sort=True)}
+    return {fold: tuple(sorted(part["case_id"].unique())) for fold, part in test.groupby("fold", sort=True)}
 
 
 def pooled_c_index(pred: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> PooledC:
@@ -149,17 +155,17 @@ def pooled_c_index(pred: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> P
     den_hat = np.zeros(len(seeds))
     ids = _test_ids(pred)
     resampling = (tuple(ids.items()), n_boot, seed)
-    for fold, fold_ids in ids.items():
-        w = fold_draws(len(fold_ids), fold, n_boot, seed)
-        for s, sd in enumerate(seeds):
-            part = test[(test["fold"] == fold) & (test["seed"] == sd)].sort_values("case_id")
-            if tuple(part["case_id"]) != fold_ids:
-                raise ValueError(f"fold {fold}: seed {sd} was scored on different test patients than other seeds")
-            score, comparable = pair_matrices(part["time"], part["event"], part["risk"])
-            num[s] += ((w @ score) * w).sum(axis=1)
-            den[s] += ((w @ comparable) * w).sum(axis=1)
-            num_hat[s] += score.sum()
-            den_hat[s] += comparable.sum()
+    for (fold, sd), part in test.groupby(["fold", "seed"], sort=True):
+        part = part.sort_values("case_id")
+        if tuple(part["case_id"]) != ids[fold]:
+            raise ValueError(f"fold {fold}: seed {sd} was scored on different test patients than other seeds")
+        w = fold_draws(len(part), fold, n_boot, seed)
+        row = seeds.index(sd)
+        score, comparable = pair_matrices(part["time"], part["event"], part["risk"])
+        num[row] += ((w @ score) * w).sum(axis=1)
+        den[row] += ((w @ comparable) * w).sum(axis=1)
+        num_hat[row] += score.sum()
+        den_hat[row] += comparable.sum()
     if not (den_hat > 0).all():
         warnings.warn("pooled C-index undefined: no comparable pair in any fold; returning NaN", stacklevel=2)
         nan = float("nan")

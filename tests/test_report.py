@@ -39,36 +39,50 @@ def fold_predictions(cohort_seed: int, n: int, folds: int, strength: float, mode
 
 
 def analysed(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protocol: str = "nested",
-             data: str = "synthetic") -> report.Results:
+             data: str = "synthetic", seeds=(1,)) -> report.Results:
     """DataFrames as read_store returns them, analysed with a small bootstrap; no MLflow involved."""
     runs, preds = [], []
     for c, cohort in enumerate(cohorts):
         for m, (model, strength) in enumerate(sorted(models.items())):
-            for k, table in enumerate(fold_predictions(c, n, folds, strength, m)):
-                runs.append({"run_id": f"{cohort}-{model}-{k}", "model": model, "cohort": cohort, "fold": k,
-                             "protocol": protocol, "data": data, "seed": 1, "trials": "4", "profile": "quick",
-                             "oracle_c_index": 0.75 if data == "synthetic" else np.nan})
-                preds.append(table.assign(model=model, cohort=cohort, seed=1, fold=k))
+            for seed in seeds:
+                for k, table in enumerate(fold_predictions(c, n, folds, strength, 10 * m + seed)):
+                    runs.append({"run_id": f"{cohort}-{model}-{k}-{seed}", "model": model, "cohort": cohort, "fold": k,
+                                 "protocol": protocol, "data": data, "seed": seed, "trials": "4", "profile": "quick",
+                                 "oracle_c_index": 0.75 if data == "synthetic" else np.nan})
+                    preds.append(table.assign(model=model, cohort=cohort, seed=seed, fold=k))
     return report.analyse(pd.DataFrame(runs), pd.concat(preds, ignore_index=True), n_boot=200)
 
 
 def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
-    res = analysed({"good": 3.0, "twin": 2.9, "bad": -3.0}, n=100)
+    res = analysed({"good": 3.0, "twin": 3.0, "bad": -3.0}, n=100)
     table = report.cindex_table(res)
     rows = {r[0]: r for r in report.table_rows(table, "md")[1:]}
-    assert rows["good"][1].startswith("**") and "†" not in rows["good"][1]
+    means = res.summary.set_index("model")["c_mean"]
+    best = means.idxmax()
+    assert best in ("good", "twin") and rows[best][1].startswith("**")
+    assert sum(r[1].startswith("**") for r in rows.values()) == 1
     assert "†" in rows["bad"][1] and "**" not in rows["bad"][1]
-    assert "†" not in rows["twin"][1]  # close to the best: no evidence it is worse
+    assert "†" not in rows["good"][1] and "†" not in rows["twin"][1]  # equally good: no evidence either is worse
     pw = res.pairwise.set_index(["model_a", "model_b"])
-    assert pw.loc[("bad", "good"), "holm_p"] < 0.05 < pw.loc[("good", "twin"), "holm_p"]
-    assert pw.loc[("bad", "good"), "mean_diff"] < -0.5  # a - b with a = bad
-    assert pw.loc[("bad", "good"), "boot_ci_high"] < 0
-    assert rows["good"][-1] == "1.00" and rows["bad"][-1] == "3.00"  # mean rank column
+    assert pw.loc[("bad", best), "holm_p"] < 0.05 < pw.loc[("good", "twin"), "holm_p"]
+    assert pw.loc[("bad", best), "mean_diff"] < -0.3  # a - b with a = bad
+    assert pw.loc[("bad", best), "boot_ci_high"] < 0
+    assert rows["bad"][-1] == "3.00"  # mean rank column
     cell = table.cells[("good", "blca")]
     fold_c = res.scores.loc[res.scores["model"] == "good", "c_index"]
     assert cell[0] == pytest.approx(fold_c.mean()) and cell[1] == pytest.approx(fold_c.std(ddof=0))
     latex = report.table_rows(table, "latex")
     assert latex[1 + sorted(["good", "twin", "bad"]).index("bad")][1].endswith("$^\\dagger$")
+
+
+def test_wilcoxon_column_and_caption_only_with_several_seeds():
+    one = analysed({"a": 1.0, "b": 0.5}, folds=3, n=30)
+    two = analysed({"a": 1.0, "b": 0.5}, folds=3, n=30, seeds=(1, 2))
+    assert "wilcoxon_p" not in one.pairwise.columns and "Wilcoxon" not in report.cindex_table(one).caption
+    assert two.pairwise["wilcoxon_p"].between(0, 1).all() and "Wilcoxon" in report.cindex_table(two).caption
+    assert two.summary["n_fold_runs"].tolist() == [6, 6]
+    assert two.groups["seed"].unique().tolist() == [1]  # KM uses one seed, so each patient appears once
+    assert "seeds: 2 (1, 2)" in report.cindex_table(two).caption
 
 
 def test_published_rows_only_beside_a_paper_protocol_tcga_table():

@@ -137,6 +137,18 @@ def test_bootstrap_ci_contains_estimate_and_narrows_with_more_patients():
     np.testing.assert_array_equal(again.draws, small.draws)  # seeded
 
 
+def test_pooled_c_averages_training_seeds_over_the_same_resamples():
+    one = predictions(40, folds=3)
+    two = one.assign(seed=2, risk=one["risk"] + np.random.default_rng(9).normal(size=len(one)))
+    a, b = stats.pooled_c_index(one, n_boot=300), stats.pooled_c_index(two, n_boot=300)
+    both = stats.pooled_c_index(pd.concat([one, two]), n_boot=300)
+    assert both.estimate == pytest.approx((a.estimate + b.estimate) / 2)
+    np.testing.assert_allclose(both.draws, (a.draws + b.draws) / 2)
+    missing = pd.concat([one, two.drop(index=two.index[two["split"] == "test"][:1])])
+    with pytest.raises(ValueError, match="different test patients"):
+        stats.pooled_c_index(missing, n_boot=10)
+
+
 def test_paired_bootstrap_detects_the_better_model_and_not_itself():
     good = predictions(80, strength=2.0)
     noise = good.assign(risk=np.random.default_rng(1).normal(size=len(good)))
