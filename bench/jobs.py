@@ -118,9 +118,17 @@ def job_key(job: Job, settings: SweepSettings, split_sha: str) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None) -> JobResult:
-    """Skip if finished; else tune/refit/score, log, and mark the fold run FINISHED (or FAILED with the reason)."""
-    t0 = time.perf_counter()
+@dataclass
+class OpenJob:
+    """A job the driver has opened: its fold run exists (RUNNING) until `close_job`."""
+
+    job: Job
+    run_id: str
+    parent_id: str
+
+
+def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData) -> OpenJob | JobResult:
+    """Driver side: a finished job gives its `JobResult` (skip); else stale runs are KILLED and a fold run starts."""
     split = cd.folds[job.fold]
     key = job_key(job, settings, split.sha256)
     done = tracker.finished_fold(key)
@@ -136,20 +144,54 @@ def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
                  "dropped_patients": str(len(cd.dropped)),
                  **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")}}
     run_id = tracker.start_fold(parent, fold_tags, f"{job.model}/{job.cohort}/fold{job.fold}/seed{job.seed}")
+    return OpenJob(job, run_id, parent)
+
+
+@dataclass
+class Outcome:
+    """What a job computed (or why it failed); plain data, so it crosses process boundaries."""
+
+    params: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    tables: dict = field(default_factory=dict)
+    train_loss: list = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0  # compute time of the job itself, without queueing
+
+
+def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lambda s: None) -> Outcome:
+    """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure."""
+    t0 = time.perf_counter()
     try:
-        params, metrics, tables, curve = _fit_and_score(job, settings, cd, split, progress)
+        params, metrics, tables, curve = _fit_and_score(job, settings, cd, cd.folds[job.fold], progress)
         tables[PREDICTIONS_ARTIFACT] = tables.pop("predictions")
-        tracker.log_fold(run_id, params, metrics, tables)
-        tracker.log_curve(run_id, "train_loss", curve)
-        tracker.end(run_id, "FINISHED")
-        tracker.update_parent(parent)
-        return JobResult(job, "finished", metrics["c_index"], time.perf_counter() - t0)
+        return Outcome(params, metrics, tables, curve, seconds=time.perf_counter() - t0)
     except (TrainingError, BenchError) as err:
-        tracker.end(run_id, "FAILED", str(err))
-        return JobResult(job, "failed", seconds=time.perf_counter() - t0, reason=str(err))
-    except Exception as err:  # a bug in one job must not lose the sweep; the reason is on the run
-        tracker.end(run_id, "FAILED", traceback.format_exc())
-        return JobResult(job, "failed", seconds=time.perf_counter() - t0, reason=f"{type(err).__name__}: {err}")
+        return Outcome(error=str(err), seconds=time.perf_counter() - t0)
+    except Exception:  # a bug in one job must not lose the sweep; the reason is on the run
+        return Outcome(error=traceback.format_exc(), seconds=time.perf_counter() - t0)
+
+
+def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:
+    """Driver side: log the outcome and mark the fold run FINISHED, or FAILED with the reason."""
+    seconds = outcome.seconds
+    if outcome.error:
+        tracker.end(opened.run_id, "FAILED", outcome.error)
+        return JobResult(opened.job, "failed", seconds=seconds, reason=outcome.error)
+    tracker.log_fold(opened.run_id, outcome.params, outcome.metrics, outcome.tables)
+    tracker.log_curve(opened.run_id, "train_loss", outcome.train_loss)
+    tracker.log_metric(opened.run_id, "job_seconds", seconds)
+    tracker.end(opened.run_id, "FINISHED")
+    tracker.update_parent(opened.parent_id)
+    return JobResult(opened.job, "finished", outcome.metrics.get("c_index", float("nan")), seconds)
+
+
+def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None) -> JobResult:
+    """In-process: skip if finished; else compute, log, and close the fold run."""
+    opened = open_job(job, settings, tracker, cd)
+    if isinstance(opened, JobResult):
+        return opened
+    return close_job(opened, compute_job(job, settings, cd, progress), tracker)
 
 
 def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, progress):

@@ -23,7 +23,8 @@ import torch
 from bench.data import COHORTS, DataRoot, parse_cohorts
 from bench.data.layout import TABLE_VARIANTS
 from bench.errors import BenchError, cli_main
-from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data, run_job
+from bench.executor import make_executor
+from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
 from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, store_dir, ui_command
 from models import get_model_class, list_models
@@ -53,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (not under --protocol paper)")
     p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="jobs at once in worker processes (default: one per CPU core, up to 4; 1 on a GPU)")
     p.add_argument("--allow-unverified-splits", action="store_true")
     p.add_argument("--on-missing", choices=["error", "skip"], default="error")
     p.add_argument("--list-models", action="store_true")
@@ -156,38 +159,48 @@ def summary_table(results: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, out=print) -> list[JobResult]:
-    """Run the jobs in order with a progress line each; one failing job never stops the others."""
+# Relative cost of one job, to start the longest jobs first when several run at once.
+_MODEL_COST = {"transmil": 4.0, "ghanet": 3.0, "mcat": 1.5, "abmil": 1.0, "snn": 0.2}
+
+
+def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: int = 1, out=print) -> list[JobResult]:
+    """Run the jobs with a progress line each; one failing job never stops the others."""
     cache = {}
+
+    def cohorts(name):
+        if name not in cache:
+            cache[name] = load_cohort_data(settings, name)
+            if cache[name].dropped:
+                out(f"  {name}: dropped {len(cache[name].dropped)} patient(s) without features: "
+                    f"{', '.join(cache[name].dropped)}")
+        return cache[name]
+
+    if workers > 1:
+        sizes = {c: len(cohorts(c).cohort.patients) for c in {j.cohort for j in jobs}}
+        jobs = sorted(jobs, key=lambda j: -_MODEL_COST.get(j.model, 1.0) * sizes[j.cohort])
     results: list[JobResult] = []
     t0 = time.perf_counter()
-    worked = 0.0
-    n_run = 0
     tty = sys.stdout.isatty()
-    for i, job in enumerate(jobs, 1):
-        head = f"[{i}/{len(jobs)}] {job.model} {job.cohort} fold {job.fold} seed {job.seed}"
-        if job.cohort not in cache:
-            cache[job.cohort] = load_cohort_data(settings, job.cohort)
-            if cache[job.cohort].dropped:
-                out(f"  {job.cohort}: dropped {len(cache[job.cohort].dropped)} patient(s) without features: "
-                    f"{', '.join(cache[job.cohort].dropped)}")
 
-        def progress(text, head=head):
-            if tty:
-                print(f"\r{head} | {text}".ljust(100), end="", flush=True)
+    def progress(job, text):
+        if tty:
+            print(f"\r[{len(results) + 1}/{len(jobs)}] {job.model} {job.cohort} fold {job.fold} | {text}".ljust(100),
+                  end="", flush=True)
 
-        r = run_job(job, settings, tracker, cache[job.cohort], progress)
+    def report(r: JobResult):
         results.append(r)
-        if r.status == "finished":
-            worked += r.seconds
-            n_run += 1
-        remaining = sum(1 for j in jobs[i:])
-        eta = remaining * (worked / n_run) if n_run else 0.0
+        ran = [x for x in results if x.status != "skipped"]
+        left = len(jobs) - len(results)
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / len(ran) * left if ran else 0.0
         detail = {"finished": f"C {r.c_index:.3f} in {r.seconds:.1f}s", "skipped": f"already finished (C {r.c_index:.3f})",
-                  "failed": f"FAILED: {r.reason.splitlines()[0][:200] if r.reason else ''}"}[r.status]
+                  "failed": f"FAILED: {r.reason.strip().splitlines()[-1][:200] if r.reason else ''}"}[r.status]
         if tty:
             print("\r", end="")
-        out(f"{head} | {detail} | elapsed {_fmt_time(time.perf_counter() - t0)}, ETA {_fmt_time(eta)}")
+        out(f"[{len(results)}/{len(jobs)}] {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed} | {detail} | "
+            f"elapsed {_fmt_time(elapsed)}, ETA {_fmt_time(eta)}")
+
+    make_executor(workers).run(jobs, settings, tracker, cohorts, report, progress)
     return results
 
 
@@ -201,11 +214,13 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings, jobs, experiment, uri = settings_from_args(args)
+    workers = args.workers or (1 if settings.device == "cuda" else min(os.cpu_count() or 1, 4))
     tracker = Tracker(uri, experiment)
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
-          f"{settings.trials} trials/job, device {settings.device}); tracking {uri}, experiment {experiment!r}")
+          f"{settings.trials} trials/job, device {settings.device}, {workers} worker(s)); tracking {uri}, "
+          f"experiment {experiment!r}")
     t0 = time.perf_counter()
-    results = sweep(settings, jobs, tracker)
+    results = sweep(settings, jobs, tracker, workers)
     failed = [r for r in results if r.status == "failed"]
     print("\nC-index (outer val folds, mean ± std over folds):\n" + summary_table(results))
     per_model = defaultdict(float)

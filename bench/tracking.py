@@ -126,6 +126,9 @@ class Tracker:
     def log_curve(self, run_id: str, key: str, values: list[float]) -> None:
         self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(v), 0, i) for i, v in enumerate(values)])
 
+    def log_metric(self, run_id: str, key: str, value: float) -> None:
+        self.client.log_metric(run_id, key, float(value))
+
     def end(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         if reason:
             self.client.set_tag(run_id, "failure_reason", reason[:5000])
