@@ -511,8 +511,13 @@ def plot_fold_cindex(res: Results, path: Path) -> Path:
     if ORACLE in palette:
         palette[ORACLE] = (0.35, 0.35, 0.35)
     fig, ax = plt.subplots(figsize=FOLD_PLOT_SIZE)
-    sns.stripplot(data=data, x="Cohort", y="c_index", hue="Model", order=order, hue_order=hue_order,
-                  palette=palette, dodge=True, jitter=0.08, size=4, ax=ax)
+    state = np.random.get_state()  # seaborn jitters with the global numpy RNG: fix it so reruns match, then restore
+    np.random.seed(0)
+    try:
+        sns.stripplot(data=data, x="Cohort", y="c_index", hue="Model", order=order, hue_order=hue_order,
+                      palette=palette, dodge=True, jitter=0.08, size=4, ax=ax)
+    finally:
+        np.random.set_state(state)
     width = 0.8 / len(hue_order)  # seaborn's dodge layout: hue j of cohort i sits at i - 0.4 + (j + 0.5) * width
     means = data.groupby(["Cohort", "Model"])["c_index"].mean()
     for i, cohort in enumerate(order):
