@@ -13,6 +13,7 @@ import json
 import os
 import sqlite3
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -137,14 +138,19 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def update_parent(self, parent_id: str) -> None:
-        """Mean and std (population) of the finished fold runs' C-index under this parent."""
+        """Mean and std (population) of the finished fold runs' C-index under this parent.
+
+        Logged at step = folds finished and the current time: MLflow shows the value with the highest
+        (step, timestamp, value), so a fixed step and timestamp would show the largest mean ever logged.
+        """
         runs = self._search(f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'")
         values = pd.Series([r.data.metrics.get("c_index") for r in runs], dtype=float).dropna()
         if len(values):
+            now, step = int(time.time() * 1000), len(values)
             self.client.log_batch(parent_id, metrics=[
-                mlflow.entities.Metric("c_index_mean", float(values.mean()), 0, 0),
-                mlflow.entities.Metric("c_index_std", float(values.std(ddof=0)), 0, 0),
-                mlflow.entities.Metric("n_folds_finished", float(len(values)), 0, 0)])
+                mlflow.entities.Metric("c_index_mean", float(values.mean()), now, step),
+                mlflow.entities.Metric("c_index_std", float(values.std(ddof=0)), now, step),
+                mlflow.entities.Metric("n_folds_finished", float(len(values)), now, step)])
 
 
 def _probe_server(uri: str, timeout: float = 5.0) -> None:
