@@ -1,0 +1,270 @@
+"""`bench.run` end to end on a tiny synthetic cohort: what a fold run records, resume, kill, failures, bad input.
+
+One synthetic root (blca, scale 0.06: 22 patients) and one sqlite store are made once per session
+and shared, one experiment per scenario; `test_tune` and `test_mlflow_ui` reuse them through the
+helpers below (a module-level cache, so each is built once however the tests are selected).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+import bench.jobs
+import bench.tune
+from bench.data import COHORTS, DataRoot, open_cohort
+from bench.data.synth import synthesize
+from bench.run import main
+from bench.splits import read_split
+from bench.survival import c_index, fit_bin_edges
+from models import SurvivalOutput, get_model_class, list_models
+
+REPO = Path(__file__).resolve().parents[1]
+SWEEP_EXPERIMENT = "sweep"
+SWEEP_MODELS = ("abmil", "snn")
+SMALL = ["--cohorts", "blca", "--trials", "2", "--epochs", "2", "--seed", "1"]
+
+_SESSION: dict = {}
+
+
+def tiny_root(factory: pytest.TempPathFactory) -> Path:
+    """Synthetic blca at scale 0.06 (generated, not pinned: split verification does not apply)."""
+    if "root" not in _SESSION:
+        root = factory.mktemp("synthetic")
+        synthesize(root, cohorts=["blca"], scale=0.06, log=lambda s: None)
+        _SESSION["root"] = root
+    return _SESSION["root"]
+
+
+def store_uri(factory: pytest.TempPathFactory) -> str:
+    """One sqlite store for the session: creating its schema costs seconds, experiments keep scenarios apart."""
+    if "uri" not in _SESSION:
+        _SESSION["uri"] = f"sqlite:///{factory.mktemp('mlflow') / 'mlflow.db'}"
+    return _SESSION["uri"]
+
+
+def argv_for(factory, experiment: str, *extra: str) -> list[str]:
+    return ["--data-root", str(tiny_root(factory)), "--tracking-uri", store_uri(factory),
+            "--experiment", experiment, *SMALL, *extra]
+
+
+def swept(factory) -> dict:
+    """The shared sweep: abmil and snn x blca x folds 0, 1, nested, 2 trials, 2 epochs."""
+    if "sweep" not in _SESSION:
+        argv = argv_for(factory, SWEEP_EXPERIMENT, "--models", ",".join(SWEEP_MODELS), "--folds", "0,1")
+        t0 = time.perf_counter()
+        code = main(argv)
+        _SESSION["sweep"] = {"argv": argv, "code": code, "seconds": time.perf_counter() - t0,
+                             "uri": store_uri(factory), "root": tiny_root(factory)}
+    return _SESSION["sweep"]
+
+
+def runs_of(client: MlflowClient, experiment: str, kind: str = "fold") -> list:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return client.search_runs([exp.experiment_id], filter_string=f"tags.run_kind = '{kind}'", max_results=1000)
+
+
+def artifact_csv(client: MlflowClient, run, name: str, tmp: Path) -> pd.DataFrame:
+    return pd.read_csv(client.download_artifacts(run.info.run_id, name, str(tmp)))
+
+
+def test_sweep_records_fold_and_parent_runs(tmp_path_factory, tmp_path):
+    s = swept(tmp_path_factory)
+    assert s["code"] == 0
+    client = MlflowClient(s["uri"])
+    runs = runs_of(client, SWEEP_EXPERIMENT)
+    assert sorted((r.data.tags["model"], r.data.tags["fold"]) for r in runs) == [
+        (m, f) for m in SWEEP_MODELS for f in ("0", "1")]
+    root = DataRoot(s["root"])
+    cohort = open_cohort(root, "blca")
+    for run in runs:
+        tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+        fold = int(tags["fold"])
+        split = read_split(root.split("blca", fold))
+        where = f"{tags['model']} fold {fold}"
+        assert run.info.status == "FINISHED", where
+        assert (tags["cohort"], tags["protocol"], tags["data"], tags["seed"]) == ("blca", "nested", "synthetic", "1")
+        assert tags["split_sha256"] == split.sha256
+        assert_known_commit(tags["git_commit"])
+        assert {"c_index", "c_index_ipcw", "oracle_c_index"} <= metrics.keys(), where
+
+        pred = artifact_csv(client, run, "predictions.csv", tmp_path / run.info.run_id)
+        test, train = pred[pred["split"] == "test"], pred[pred["split"] == "train"]
+        assert sorted(test["case_id"]) == sorted(split.val) and sorted(train["case_id"]) == sorted(split.train)
+        assert metrics["c_index"] == pytest.approx(c_index(test["time"], test["event"], test["risk"]), abs=1e-6)
+        assert metrics["oracle_c_index"] == pytest.approx(c_index(test["time"], test["event"], test["true_risk"]), abs=1e-6)
+
+        # nested: bins cut on the outer training side only, params = the best COMPLETE trial's
+        p = cohort.patients.loc[list(split.train)]
+        edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
+        assert params["bin_edges"] == ",".join(f"{e:.4f}" for e in edges), where
+        assert (int(params["n_train"]), int(params["n_test"])) == (len(split.train), len(split.val))
+        trials = artifact_csv(client, run, "trials.csv", tmp_path / run.info.run_id)
+        assert len(trials) == 2
+        complete = trials[trials["state"] == "COMPLETE"].sort_values("number")
+        best = complete[complete["value"] == complete["value"].max()].iloc[0]  # ties: the earliest trial
+        for key in ("lr", "weight_decay", "dropout"):
+            assert float(params[key]) == pytest.approx(best[f"params_{key}"], rel=1e-6), (where, key)
+
+    parents = runs_of(client, SWEEP_EXPERIMENT, "parent")
+    assert sorted(r.data.tags["model"] for r in parents) == sorted(SWEEP_MODELS)
+    for parent in parents:
+        children = [r.data.metrics["c_index"] for r in runs if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert len(children) == 2
+        assert parent.data.metrics["c_index_mean"] == pytest.approx(np.mean(children))
+        assert parent.data.metrics["c_index_std"] == pytest.approx(np.std(children))
+
+
+def assert_known_commit(sha: str) -> None:
+    """The tag names a commit of this checkout (HEAD may have moved on since: others commit meanwhile)."""
+    if not (REPO / ".git").exists():
+        assert sha == "unknown"
+        return
+    assert len(sha) == 40
+    assert subprocess.run(["git", "merge-base", "--is-ancestor", sha, "HEAD"], cwd=REPO).returncode == 0
+
+
+def test_rerun_skips_every_finished_job(tmp_path_factory, monkeypatch, capsys):
+    s = swept(tmp_path_factory)
+    client = MlflowClient(s["uri"])
+    state = lambda: sorted((r.info.run_id, r.info.status) for kind in ("fold", "parent")  # noqa: E731
+                           for r in runs_of(client, SWEEP_EXPERIMENT, kind))
+    before = state()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished job was trained again")
+
+    monkeypatch.setattr(bench.jobs, "fit", no_training)
+    monkeypatch.setattr(bench.tune, "fit", no_training)
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    assert main([*s["argv"], "--workers", "1"]) == 0  # in this process, where `fit` is replaced
+    seconds = time.perf_counter() - t0
+    assert capsys.readouterr().out.count("already finished") == 4
+    assert state() == before
+    assert seconds < 20, f"a rerun with nothing to do took {seconds:.1f} s"
+
+
+def test_killed_sweep_resumes_with_one_finished_run_per_job(tmp_path_factory, tmp_path):
+    """SIGKILL once a job runs; the rerun marks the stale run KILLED and finishes every job once.
+
+    In-process jobs (`--workers 1`) keep it quick: spawning pool workers costs seconds of imports each.
+    """
+    argv = argv_for(tmp_path_factory, "killed", "--models", "snn", "--folds", "0,1", "--workers", "1")
+    client = MlflowClient(store_uri(tmp_path_factory))
+    journals = Path(store_uri(tmp_path_factory).removeprefix("sqlite:///")).parent / "optuna" / "killed"
+    with open(tmp_path / "log.txt", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.run", *argv], cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (any(r.info.status == "RUNNING" for r in runs_of(client, "killed"))
+                       and any(journals.glob("*.log"))):  # a fold run is open and its study has started
+                assert proc.poll() is None, "the sweep ended before it could be killed:\n" + (tmp_path / "log.txt").read_text()
+                assert time.monotonic() < deadline, "no job started within 120 s"
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the sweep and anything it started
+            proc.wait()
+    stale = {r.info.run_id for r in runs_of(client, "killed") if r.info.status == "RUNNING"}
+    assert len(stale) == 1 and not any(r.info.status == "FINISHED" for r in runs_of(client, "killed"))
+
+    assert main(argv) == 0
+    runs = runs_of(client, "killed")
+    by_job: dict[str, list[str]] = {}
+    for r in runs:
+        by_job.setdefault(r.data.tags["job_key"], []).append(r.info.status)
+    assert len(by_job) == 2
+    assert all(statuses.count("FINISHED") == 1 for statuses in by_job.values()), by_job
+    assert {r.info.run_id for r in runs if r.info.status == "KILLED"} == stale
+    assert not any(r.info.status == "RUNNING" for r in runs)
+
+
+def test_paper_protocol_logs_optimistic_best_epoch(tmp_path_factory, tmp_path):
+    """Fixed paper params, bins cut on the whole cohort, and the best-epoch C-index labelled optimistic."""
+    assert main(argv_for(tmp_path_factory, "paper", "--protocol", "paper", "--models", "snn", "--folds", "0",
+                         "--workers", "1")) == 0
+    client = MlflowClient(store_uri(tmp_path_factory))
+    (run,) = runs_of(client, "paper")
+    m, params = run.data.metrics, run.data.params
+    assert run.info.status == "FINISHED" and run.data.tags["protocol"] == "paper"
+    assert {"c_index", "c_index_best_epoch_optimistic"} <= m.keys()
+    assert m["c_index"] <= m["c_index_best_epoch_optimistic"]  # the last epoch is one of the epochs watched
+    snn = get_model_class("snn")
+    assert (float(params["lr"]), float(params["dropout"]), float(params["l1_reg"])) == (
+        snn.paper_defaults["lr"], snn.paper_defaults["dropout"], snn.paper_defaults["l1_reg"])
+    cohort = open_cohort(DataRoot(tiny_root(tmp_path_factory)), "blca")
+    edges = fit_bin_edges(cohort.patients["time"].to_numpy(), cohort.patients["event"].to_numpy())
+    assert params["bin_edges"] == ",".join(f"{e:.4f}" for e in edges)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["predictions.csv"]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD_INPUT = {
+    "unknown model": (["--models", "abmil,nope"], ["unknown model 'nope'", *list_models()]),
+    "unknown cohort": (["--models", "snn", "--cohorts", "blca,xyz"], ["unknown cohort 'xyz'", *COHORTS]),
+    "fold out of range": (["--models", "snn", "--folds", "0,7"], ["--folds '0,7' is out of range", "0..4"]),
+    "no trials": (["--models", "snn", "--trials", "0"], ["--trials 0", "at least 1 Optuna trial"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_arguments_exit_2_before_any_work(case, tmp_path_factory, tmp_path, capsys, monkeypatch):
+    extra, expected = BAD_INPUT[case]
+    store = tmp_path / "store"
+    monkeypatch.chdir(tmp_path)  # nothing may be generated in the working directory either
+    argv = ["--data-root", str(tiny_root(tmp_path_factory)), "--tracking-uri", f"sqlite:///{store}/mlflow.db",
+            "--epochs", "1", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    flat = " ".join(err.split())
+    for text in expected:
+        assert text in flat, (text, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("uri", ["sqlite:////proc/nope/x.db", "http://127.0.0.1:{port}"])
+def test_unusable_tracking_store_fails_fast(uri, tmp_path_factory, capsys):
+    uri = uri.format(port=closed_port())
+    t0 = time.perf_counter()
+    code = main(["--data-root", str(tiny_root(tmp_path_factory)), "--tracking-uri", uri, "--models", "snn",
+                 "--cohorts", "blca", "--folds", "0", "--epochs", "1"])
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Traceback" not in err
+    assert uri in " ".join(err.split()) and "--tracking-uri" in err
+    assert seconds < 15, f"an unusable tracking store took {seconds:.0f} s to report"
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path_factory, monkeypatch, capsys):
+    """abmil's forward returns NaN logits: its run is FAILED with the reason; snn still finishes; exit 1."""
+    cls = get_model_class("abmil")
+    real = cls.forward
+    monkeypatch.setattr(cls, "forward", lambda self, *a, **k: SurvivalOutput(real(self, *a, **k).logits * float("nan")))
+    argv = argv_for(tmp_path_factory, "failing", "--protocol", "paper", "--models", "abmil,snn", "--folds", "0",
+                   "--workers", "1")  # in this process, where forward is replaced
+    assert main(argv) == 1
+    assert "abmil blca fold 0 seed 1: abmil: non-finite loss" in capsys.readouterr().err
+    runs = {r.data.tags["model"]: r for r in runs_of(MlflowClient(store_uri(tmp_path_factory)), "failing")}
+    assert runs["abmil"].info.status == "FAILED"
+    assert "non-finite loss" in runs["abmil"].data.tags["failure_reason"]
+    assert "c_index" not in runs["abmil"].data.metrics
+    assert runs["snn"].info.status == "FINISHED" and "c_index" in runs["snn"].data.metrics
