@@ -175,8 +175,9 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
                     f"{', '.join(cache[name].dropped)}")
         return cache[name]
 
+    # every cohort is loaded and checked before the first job, so a missing table fails now, not hours in
+    sizes = {c: len(cohorts(c).cohort.patients) for c in dict.fromkeys(j.cohort for j in jobs)}
     if workers > 1:
-        sizes = {c: len(cohorts(c).cohort.patients) for c in {j.cohort for j in jobs}}
         jobs = sorted(jobs, key=lambda j: -_MODEL_COST.get(j.model, 1.0) * sizes[j.cohort])
     results: list[JobResult] = []
     t0 = time.perf_counter()
