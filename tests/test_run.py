@@ -254,6 +254,17 @@ def test_unusable_tracking_store_fails_fast(uri, tmp_path_factory, capsys):
     assert seconds < 15, f"an unusable tracking store took {seconds:.0f} s to report"
 
 
+def test_cohort_missing_from_the_data_root_stops_before_any_job(tmp_path_factory, capsys):
+    """The root holds blca only: asking for blca and brca must fail at once, not after blca's jobs."""
+    argv = argv_for(tmp_path_factory, "missing-cohort", "--protocol", "paper", "--models", "snn", "--folds", "0",
+                    "--workers", "1")
+    argv[argv.index("--cohorts") + 1] = "blca,brca"
+    assert main(argv) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: cohort table" in err and "tcga_brca_all_clean.csv.zip does not exist" in err
+    assert runs_of(MlflowClient(store_uri(tmp_path_factory)), "missing-cohort") == []
+
+
 def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path_factory, monkeypatch, capsys):
     """abmil's forward returns NaN logits: its run is FAILED with the reason; snn still finishes; exit 1."""
     cls = get_model_class("abmil")
