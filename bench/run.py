@@ -234,7 +234,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"{len(failed)} of {len(results)} jobs FAILED (reasons are on their MLflow runs, tag failure_reason):",
               file=sys.stderr)
         for r in failed:
-            print(f"  {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed}: {r.reason.splitlines()[0][:300]}",
+            print(f"  {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed}: {r.reason.strip().splitlines()[-1][:300]}",
                   file=sys.stderr)
         return 1
     return 0
