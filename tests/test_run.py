@@ -265,17 +265,30 @@ def test_cohort_missing_from_the_data_root_stops_before_any_job(tmp_path_factory
     assert runs_of(MlflowClient(store_uri(tmp_path_factory)), "missing-cohort") == []
 
 
-def test_failing_job_is_recorded_and_the_sweep_goes_on(tmp_path_factory, monkeypatch, capsys):
-    """abmil's forward returns NaN logits: its run is FAILED with the reason; snn still finishes; exit 1."""
+def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path_factory, monkeypatch, capsys):
+    """abmil fails twice: fold 0 with an unexpected exception, fold 1 with NaN logits. Both runs are FAILED
+    with the reason, stderr names the cause of each (not a traceback's first line), snn finishes; exit 1."""
     cls = get_model_class("abmil")
     real = cls.forward
-    monkeypatch.setattr(cls, "forward", lambda self, *a, **k: SurvivalOutput(real(self, *a, **k).logits * float("nan")))
-    argv = argv_for(tmp_path_factory, "failing", "--protocol", "paper", "--models", "abmil,snn", "--folds", "0",
-                   "--workers", "1")  # in this process, where forward is replaced
+    calls = []
+
+    def broken_forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:  # the first job's first step: a bug, not a training failure
+            raise RuntimeError("boom in forward")
+        return SurvivalOutput(real(self, *args, **kwargs).logits * float("nan"))
+
+    monkeypatch.setattr(cls, "forward", broken_forward)
+    argv = argv_for(tmp_path_factory, "failing", "--protocol", "paper", "--models", "abmil,snn", "--folds", "0,1",
+                    "--workers", "1")  # in this process, where forward is replaced
     assert main(argv) == 1
-    assert "abmil blca fold 0 seed 1: abmil: non-finite loss" in capsys.readouterr().err
-    runs = {r.data.tags["model"]: r for r in runs_of(MlflowClient(store_uri(tmp_path_factory)), "failing")}
-    assert runs["abmil"].info.status == "FAILED"
-    assert "non-finite loss" in runs["abmil"].data.tags["failure_reason"]
-    assert "c_index" not in runs["abmil"].data.metrics
-    assert runs["snn"].info.status == "FINISHED" and "c_index" in runs["snn"].data.metrics
+    err = capsys.readouterr().err
+    assert "abmil blca fold 0 seed 1: RuntimeError: boom in forward" in err
+    assert "abmil blca fold 1 seed 1: abmil: non-finite loss" in err
+    runs = {(r.data.tags["model"], r.data.tags["fold"]): r for r in runs_of(MlflowClient(store_uri(tmp_path_factory)), "failing")}
+    assert "Traceback" in runs["abmil", "0"].data.tags["failure_reason"]
+    assert "RuntimeError: boom in forward" in runs["abmil", "0"].data.tags["failure_reason"]
+    assert "non-finite loss" in runs["abmil", "1"].data.tags["failure_reason"]
+    for fold in "01":
+        assert runs["abmil", fold].info.status == "FAILED" and "c_index" not in runs["abmil", fold].data.metrics
+        assert runs["snn", fold].info.status == "FINISHED" and "c_index" in runs["snn", fold].data.metrics
