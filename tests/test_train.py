@@ -18,6 +18,15 @@ OMIC_SIZES = (3, 4, 5, 3, 4, 3)
 SHIFT_INVARIANT = {"attention.attention_c.bias"}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tensors this small only lose to intra-op threads (5x slower on a busy 2-core machine, measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_set(n: int = 20, seed: int = 0, dim: int = 16, with_truth: bool = True) -> PatientSet:
     """Patients with bags of unequal length (so micro-batches are padded) and every (bin, event) stratum."""
     rng = np.random.default_rng(seed)
