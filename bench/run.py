@@ -215,6 +215,8 @@ def _main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings, jobs, experiment, uri = settings_from_args(args)
+    if args.workers is not None and args.workers < 1:
+        raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per CPU core, up to 4).")
     workers = args.workers or (1 if settings.device == "cuda" else min(os.cpu_count() or 1, 4))
     tracker = Tracker(uri, experiment)
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "

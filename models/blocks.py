@@ -11,14 +11,12 @@ import math
 import torch
 from torch import nn
 
-NEG_INF = torch.finfo(torch.float32).min
-
-
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None, dim: int = -1) -> torch.Tensor:
     """Softmax over `dim` that gives masked-out positions exactly zero weight."""
     if mask is None:
         return torch.softmax(scores, dim=dim)
-    scores = scores.masked_fill(~mask, NEG_INF)
+    # The dtype's own minimum: under bf16 autocast float32's minimum would round to -inf.
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=dim)
 
 

@@ -222,6 +222,7 @@ BAD_INPUT = {
     "unknown cohort": (["--models", "snn", "--cohorts", "blca,xyz"], ["unknown cohort 'xyz'", *COHORTS]),
     "fold out of range": (["--models", "snn", "--folds", "0,7"], ["--folds '0,7' is out of range", "0..4"]),
     "no trials": (["--models", "snn", "--trials", "0"], ["--trials 0", "at least 1 Optuna trial"]),
+    "no workers": (["--models", "snn", "--workers", "0"], ["--workers 0", "at least 1"]),
 }
 
 
