@@ -58,6 +58,7 @@ class SweepSettings:
     precision: str = "fp32"
     micro_batch: int = 8
     optuna_dir: Path = Path("mlruns/optuna")
+    optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
 
 
 @dataclass
@@ -127,7 +128,15 @@ class OpenJob:
     parent_id: str
 
 
-def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData) -> OpenJob | JobResult:
+def parent_tags(job: Job, settings: SweepSettings) -> dict:
+    """Tags of the (model, cohort) parent run a job's fold run hangs under."""
+    return {"model": job.model, "cohort": job.cohort, "protocol": settings.protocol, "data": settings.data,
+            "seed": str(job.seed), "profile": settings.profile.name, "trials": str(settings.trials),
+            "table_variant": settings.table_variants.get(job.cohort) or "default"}
+
+
+def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
+             extra_tags: dict | None = None) -> OpenJob | JobResult:
     """Driver side: a finished job gives its `JobResult` (skip); else stale runs are KILLED and a fold run starts."""
     split = cd.folds[job.fold]
     key = job_key(job, settings, split.sha256)
@@ -135,14 +144,13 @@ def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData
     if done is not None:
         return JobResult(job, "skipped", done.data.metrics.get("c_index", float("nan")))
     tracker.kill_stale(key)
-    tags = {"model": job.model, "cohort": job.cohort, "protocol": settings.protocol, "data": settings.data,
-            "seed": str(job.seed), "profile": settings.profile.name, "trials": str(settings.trials),
-            "table_variant": settings.table_variants.get(job.cohort) or "default"}
+    tags = parent_tags(job, settings)
     parent = tracker.parent(tags)
     fold_tags = {**tags, "fold": str(job.fold), "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
                  "device": settings.device, "precision": settings.precision, "torch_version": torch.__version__,
                  "dropped_patients": str(len(cd.dropped)),
-                 **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")}}
+                 **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")},
+                 **(extra_tags or {})}
     run_id = tracker.start_fold(parent, fold_tags, f"{job.model}/{job.cohort}/fold{job.fold}/seed{job.seed}")
     return OpenJob(job, run_id, parent)
 
@@ -186,9 +194,10 @@ def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:
     return JobResult(opened.job, "finished", outcome.metrics.get("c_index", float("nan")), seconds)
 
 
-def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None) -> JobResult:
-    """In-process: skip if finished; else compute, log, and close the fold run."""
-    opened = open_job(job, settings, tracker, cd)
+def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None,
+            extra_tags: dict | None = None) -> JobResult:
+    """In one process: skip if finished; else compute, log, and close the fold run (the Ray executor's task body)."""
+    opened = open_job(job, settings, tracker, cd, extra_tags)
     if isinstance(opened, JobResult):
         return opened
     return close_job(opened, compute_job(job, settings, cd, progress), tracker)
@@ -218,8 +227,9 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
             edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
             return make_fold(cohort, ids_tr, ids_va, edges, store)
 
-        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}"
-        study = open_study(s.optuna_dir / f"{study_name}_{job_key(job, s, split.sha256)}.log", study_name, job.seed)
+        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}_{job_key(job, s, split.sha256)}"
+        storage = s.optuna_storage or s.optuna_dir / f"{study_name}.log"
+        study = open_study(storage, study_name, job.seed)
         params, trials = tune(job.model, make_inner, base, TrainSettings.from_params(base, **speed), s.trials, study,
                               progress)
         tables["trials.csv"] = trials

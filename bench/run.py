@@ -3,6 +3,7 @@
     python -m bench.run --models ghanet,mcat [--cohorts blca,luad] [--folds 0,1] [--protocol nested|paper]
                         [--trials N] [--data synthetic|tcga] [--data-root DIR] [--tracking-uri URI]
                         [--experiment NAME] [--seed S] [--profile quick|paper] [--list-models]
+                        [--executor local|ray [--ray-address auto|HOST:PORT] [--gpus-per-job F] ...]
 
 Exit status 0 only when every requested job finished now or had finished before (resume).
 """
@@ -56,6 +57,18 @@ def parse_args(argv):
     p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
     p.add_argument("--workers", type=int, default=None,
                    help="jobs at once in worker processes (default: one per CPU core, up to 4; 1 on a GPU)")
+    ray = p.add_argument_group("scale-out", "run each job as a Ray task (pip install -e '.[ray]')")
+    ray.add_argument("--executor", choices=["local", "ray"], default="local")
+    ray.add_argument("--ray-address", default=None,
+                     help="none: a private Ray on this machine with all its GPUs; auto or HOST:PORT: join a cluster "
+                          "(Ray also reads RAY_ADDRESS)")
+    ray.add_argument("--gpus-per-job", type=float, default=None,
+                     help="GPUs per job, fractions pack small models on one GPU (default: 1 where the cluster has GPUs, else 0)")
+    ray.add_argument("--cpus-per-job", type=float, default=1.0, help="CPUs per job (also its torch threads)")
+    ray.add_argument("--max-retries", type=int, default=2, help="retries after a process death (not after a Python error)")
+    ray.add_argument("--optuna-storage", default=None,
+                     help="default: one journal file per job beside the MLflow store; a database URL "
+                          "(postgresql://...) where the cluster's nodes share no file system")
     p.add_argument("--allow-unverified-splits", action="store_true")
     p.add_argument("--on-missing", choices=["error", "skip"], default="error")
     p.add_argument("--list-models", action="store_true")
@@ -91,9 +104,15 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
     if args.protocol == "paper" and args.precision != "fp32":
         raise BenchError("--precision bf16 is a speed setting that changes results; the paper protocol runs in fp32.")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
+    if args.executor == "ray":  # the devices are the Ray workers', not this driver's: each task resolves `auto`
+        device = args.device
+        if args.gpus_per_job is not None and args.gpus_per_job < 0 or args.cpus_per_job <= 0 or args.max_retries < 0:
+            raise BenchError(f"--gpus-per-job {args.gpus_per_job}, --cpus-per-job {args.cpus_per_job}, --max-retries "
+                             f"{args.max_retries}: GPUs and retries cannot be negative, and a job needs some CPU.")
+    else:
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
     if args.data == "synthetic":
         root = args.data_root or DEFAULT_SYNTHETIC_ROOT
         if not (root / "signatures.csv").is_file():
@@ -116,7 +135,7 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         trials=trials if args.protocol == "nested" else 0, table_variants=variants,
         allow_unverified_splits=args.allow_unverified_splits, on_missing=args.on_missing, device=device,
         precision=args.precision, micro_batch=args.micro_batch,
-        optuna_dir=(local or Path("mlruns")) / "optuna" / experiment,
+        optuna_dir=(local or Path("mlruns")) / "optuna" / experiment, optuna_storage=args.optuna_storage,
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
     return settings, jobs, experiment, args.tracking_uri
@@ -159,11 +178,13 @@ def summary_table(results: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-# Relative cost of one job, to start the longest jobs first when several run at once.
-_MODEL_COST = {"transmil": 4.0, "ghanet": 3.0, "mcat": 1.5, "abmil": 1.0, "snn": 0.2}
+# Relative cost of one job per patient (measured: seconds of a quick-profile job on a 2-core CPU, abmil = 1),
+# to start the longest jobs first and to weigh the ETA; TransMIL's 256-landmark attention dominates.
+_MODEL_COST = {"transmil": 44.0, "ghanet": 4.0, "mcat": 1.2, "abmil": 1.0, "snn": 0.5}
 
 
-def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: int = 1, out=print) -> list[JobResult]:
+def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: int = 1, out=print,
+          executor=None) -> list[JobResult]:
     """Run the jobs with a progress line each; one failing job never stops the others."""
     cache = {}
 
@@ -177,8 +198,9 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
 
     # every cohort is loaded and checked before the first job, so a missing table fails now, not hours in
     sizes = {c: len(cohorts(c).cohort.patients) for c in dict.fromkeys(j.cohort for j in jobs)}
-    if workers > 1:
-        jobs = sorted(jobs, key=lambda j: -_MODEL_COST.get(j.model, 1.0) * sizes[j.cohort])
+    cost = {j: _MODEL_COST.get(j.model, 1.0) * sizes[j.cohort] for j in jobs}
+    if workers > 1 or executor is not None:
+        jobs = sorted(jobs, key=lambda j: -cost[j])
     results: list[JobResult] = []
     t0 = time.perf_counter()
     tty = sys.stdout.isatty()
@@ -190,10 +212,10 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
 
     def report(r: JobResult):
         results.append(r)
-        ran = [x for x in results if x.status != "skipped"]
-        left = len(jobs) - len(results)
+        ran = sum(cost[x.job] for x in results if x.status != "skipped")
+        left = sum(cost.values()) - sum(cost[x.job] for x in results)
         elapsed = time.perf_counter() - t0
-        eta = elapsed / len(ran) * left if ran else 0.0
+        eta = elapsed / ran * left if ran else 0.0  # weighted by job cost: the longest jobs run first
         detail = {"finished": f"C {r.c_index:.3f} in {r.seconds:.1f}s", "skipped": f"already finished (C {r.c_index:.3f})",
                   "failed": f"FAILED: {r.reason.strip().splitlines()[-1][:200] if r.reason else ''}"}[r.status]
         if tty:
@@ -201,7 +223,7 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
         out(f"[{len(results)}/{len(jobs)}] {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed} | {detail} | "
             f"elapsed {_fmt_time(elapsed)}, ETA {_fmt_time(eta)}")
 
-    make_executor(workers).run(jobs, settings, tracker, cohorts, report, progress)
+    (executor or make_executor(workers)).run(jobs, settings, tracker, cohorts, report, progress)
     return results
 
 
@@ -218,12 +240,18 @@ def _main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per CPU core, up to 4).")
     workers = args.workers or (1 if settings.device == "cuda" else min(os.cpu_count() or 1, 4))
+    executor = None
+    if args.executor == "ray":
+        from bench.ray_executor import RayExecutor, import_ray
+
+        import_ray()  # a missing extra fails here, before the store is touched
+        executor = RayExecutor(args.ray_address, args.gpus_per_job, args.cpus_per_job, args.max_retries)
     tracker = Tracker(uri, experiment)
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
-          f"{settings.trials} trials/job, device {settings.device}, {workers} worker(s)); tracking {uri}, "
-          f"experiment {experiment!r}")
+          f"{settings.trials} trials/job, device {settings.device}, "
+          f"{'Ray tasks' if executor else f'{workers} worker(s)'}); tracking {uri}, experiment {experiment!r}")
     t0 = time.perf_counter()
-    results = sweep(settings, jobs, tracker, workers)
+    results = sweep(settings, jobs, tracker, workers, executor=executor)
     failed = [r for r in results if r.status == "failed"]
     print("\nC-index (outer val folds, mean ± std over folds):\n" + summary_table(results))
     per_model = defaultdict(float)

@@ -34,10 +34,18 @@ def inner_split(outer_train: PatientSet, fraction: float, seed: int) -> tuple[li
     return [int(i) for i in train], [int(i) for i in val]
 
 
-def open_study(storage_path: Path, name: str, seed: int) -> optuna.Study:
-    """Load or create the job's study; trials left RUNNING by a dead attempt become FAIL."""
-    storage_path.parent.mkdir(parents=True, exist_ok=True)
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage_path)))
+def open_study(storage: Path | str, name: str, seed: int) -> optuna.Study:
+    """Load or create the job's study; trials left RUNNING by a dead attempt become FAIL.
+
+    `storage` is a journal file (the default: one per job, beside the MLflow store) or a database
+    URL such as `postgresql://...` that every node of a cluster can reach. The job owns its study,
+    so failing its RUNNING trials cannot hit another worker's trial.
+    """
+    if isinstance(storage, str) and "://" in storage:
+        storage = optuna.storages.RDBStorage(storage)
+    else:
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),

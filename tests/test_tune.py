@@ -58,11 +58,16 @@ def test_inner_split_is_stratified_disjoint_and_inside_the_outer_training_side()
     assert inner_split(outer, 0.25, seed=2) != (train, val)
 
 
-def test_study_resumes_failing_dead_trials_and_counting_pruned_ones(tmp_path):
-    """A RUNNING trial left by a dead attempt becomes FAIL; a rerun runs only the rest of the budget."""
+@pytest.mark.parametrize("kind", ["journal file", "database URL"])
+def test_study_resumes_failing_dead_trials_and_counting_pruned_ones(tmp_path, kind):
+    """A RUNNING trial left by a dead attempt becomes FAIL; a rerun runs only the rest of the budget.
+
+    Both storages `--optuna-storage` offers: the default journal file, and a database URL (SQLite here,
+    PostgreSQL on a cluster; the same SQLAlchemy storage).
+    """
     inner = (genomic_set(24, seed=1), genomic_set(10, seed=2))
     settings = TrainSettings.from_params(SNN_BASE, seed=1)
-    journal = tmp_path / "study.log"
+    journal = tmp_path / "study.log" if kind == "journal file" else f"sqlite:///{tmp_path / 'optuna.db'}"
 
     params, table = tune("snn", lambda: inner, SNN_BASE, settings, 2, open_study(journal, "s", 1))
     assert len(table) == 2
