@@ -81,14 +81,11 @@ def _main(argv: list[str] | None = None) -> int:
     c.add_argument("--allow-unverified-splits", action="store_true")
     c.set_defaults(func=_check)
 
-    try:
-        from . import fetch
-    except ImportError:
-        fetch = None
-    if fetch is not None and hasattr(fetch, "add_arguments"):
-        f = sub.add_parser("fetch", help="download and verify the public TCGA tables and splits")
-        fetch.add_arguments(f)
-        f.set_defaults(func=fetch.run)
+    from . import fetch
+
+    f = sub.add_parser("fetch", help="download and verify the public TCGA tables and splits")
+    fetch.add_arguments(f)
+    f.set_defaults(func=fetch.run)
 
     args = parser.parse_args(argv)
     return args.func(args)

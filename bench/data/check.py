@@ -62,6 +62,11 @@ def feature_coverage(cohort: Cohort, store: FeatureStore) -> tuple[dict[str, int
     return sizes, missing
 
 
+def _shown(path, root) -> str:
+    """A table's path inside the data root (tables/sig/... says which variant was read)."""
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
 def check_cohort(root: DataRoot, name: str, variant: str | None = None, features: bool = True,
                  allow_unverified: bool = False, deep: bool = False) -> CohortReport:
     """Validate one cohort and describe it; `deep` also reads every bag to check its values."""
@@ -70,7 +75,7 @@ def check_cohort(root: DataRoot, name: str, variant: str | None = None, features
     p = cohort.patients
     n_events = int(p["event"].sum())
     rep.lines.append(f"{study(name)}: {len(p)} patients, {int(p['slides'].map(len).sum())} slides, {n_events} events, "
-                     f"censoring rate {1 - n_events / len(p):.3f}  [{cohort.table_path.name}]")
+                     f"censoring rate {1 - n_events / len(p):.3f}  [{_shown(cohort.table_path, root.root)}]")
     edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
     counts = np.bincount(assign_bins(p["time"].to_numpy(), edges), minlength=4)
     rep.lines.append(f"  bins (whole cohort): inner cut points {', '.join(f'{e:.2f}' for e in edges[1:-1])} months; "
