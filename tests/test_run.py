@@ -8,6 +8,7 @@ helpers below (a module-level cache, so each is built once however the tests are
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 import bench.jobs
@@ -293,3 +296,26 @@ def test_failing_jobs_are_recorded_and_the_sweep_goes_on(tmp_path_factory, monke
     for fold in "01":
         assert runs["abmil", fold].info.status == "FAILED" and "c_index" not in runs["abmil", fold].data.metrics
         assert runs["snn", fold].info.status == "FINISHED" and "c_index" in runs["snn", fold].data.metrics
+
+
+def test_real_data_mode_reads_mcat_style_pt_features(tmp_path_factory, tmp_path):
+    """`--data tcga --features-dir DIR`: the user's CLAM features in MCAT's `tcga_<c>_20x_features/pt_files/`."""
+    src = tiny_root(tmp_path_factory)
+    root = tmp_path / "tcga"
+    root.mkdir()
+    for part in ("signatures.csv", "synth.json", "tables", "splits"):  # no truth/: real data has no oracle
+        (shutil.copytree if (src / part).is_dir() else shutil.copy)(src / part, root / part)
+    pt_dir = tmp_path / "feats" / "tcga_blca_20x_features" / "pt_files"
+    pt_dir.mkdir(parents=True)
+    for h5 in (src / "features" / "tcga_blca" / "h5_files").glob("*.h5"):
+        with h5py.File(h5) as f:
+            torch.save(torch.from_numpy(f["features"][:]), pt_dir / f"{h5.stem}.pt")
+    argv = ["--data", "tcga", "--data-root", str(root), "--features-dir", str(tmp_path / "feats"),
+            "--tracking-uri", store_uri(tmp_path_factory), "--experiment", "tcga-pt", "--models", "abmil",
+            "--cohorts", "blca", "--folds", "0", "--trials", "1", "--epochs", "1", "--workers", "1"]
+    assert main(argv) == 0
+    (run,) = runs_of(MlflowClient(store_uri(tmp_path_factory)), "tcga-pt")
+    assert run.info.status == "FINISHED" and run.data.tags["data"] == "tcga"
+    assert "c_index" in run.data.metrics and "oracle_c_index" not in run.data.metrics
+    pred = artifact_csv(MlflowClient(store_uri(tmp_path_factory)), run, "predictions.csv", tmp_path)
+    assert set(pred["case_id"]) == set(open_cohort(DataRoot(root), "blca").case_ids)
