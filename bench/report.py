@@ -189,7 +189,7 @@ def read_store(uri: str, experiment: str | None) -> tuple[pd.DataFrame, pd.DataF
 class Results:
     """Everything the tables and figures are drawn from."""
 
-    scores: pd.DataFrame     # per (cohort, model, seed, fold): c_index, c_index_ipcw, n_train, n_test
+    scores: pd.DataFrame     # per (cohort, model, seed, fold): c_index, c_index_ipcw, n_train, n_test, n_events_test
     summary: pd.DataFrame    # per (cohort, model): means, stds, pooled C and CI, log-rank
     pairwise: pd.DataFrame   # per (cohort, model_a, model_b)
     groups: pd.DataFrame     # KM risk groups: test rows of the first seed with `high`
@@ -316,6 +316,15 @@ def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
+def _events_text(scores: pd.DataFrame) -> str:
+    """Events per test fold by cohort, so a reader can tell a precise column from a noisy one."""
+    span = scores.groupby("cohort")["n_events_test"].agg(["min", "max"])
+    parts = [f"{c.upper()} {lo}" if lo == hi else f"{c.upper()} {lo}–{hi}"
+             for c in cohort_order(span.index) for lo, hi in [span.loc[c]]]
+    return (f"Events per test fold: {', '.join(parts)}; a fold's C rests on its events, so a cohort with few "
+            "has a noisy column.")
+
+
 def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: float) -> str:
     folds, seeds = facts["folds"], facts["seeds"]
     n_tests = int(res.pairwise["holm_p"].notna().sum())
@@ -331,6 +340,7 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
             f"{' and the Wilcoxon signed-rank test' if len(seeds) >= 2 else ''}). "
             f"Mean rank: 1 = best, over cohorts; "
             + (f"Friedman p {_fmt_p(fri_p)}." if not fri_reason else f"no Friedman test ({fri_reason})."))
+    text += " " + _events_text(res.scores)
     if facts["data"] in ("synthetic", "semisynthetic"):
         text += f" {ORACLE}: the C-index of the generator's true risk on the same folds, the ceiling."
     if facts["protocol"] == "paper" and facts["data"] == "tcga":

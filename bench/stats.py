@@ -66,16 +66,20 @@ def ipcw_c_index(train_time, train_event, test_time, test_event, risk) -> float:
 
 
 def fold_scores(pred: pd.DataFrame) -> pd.DataFrame:
-    """One row per (seed, fold): Harrell C and Uno C on the test rows, and the train/test sizes."""
+    """One row per (seed, fold): Harrell C and Uno C on the test rows, the train/test sizes and test events.
+
+    The test events are what a fold's C rests on: with one or two, the fold's C is mostly noise.
+    """
     rows = []
     for (seed, fold), part in pred.groupby(["seed", "fold"], sort=True):
         train, test = _split(part, "train"), _split(part, "test")
         rows.append({
             "seed": seed, "fold": fold, "n_train": len(train), "n_test": len(test),
+            "n_events_test": int(test["event"].astype(bool).sum()),
             "c_index": c_index(test["time"], test["event"], test["risk"]),
             "c_index_ipcw": ipcw_c_index(train["time"], train["event"], test["time"], test["event"], test["risk"]),
         })
-    return pd.DataFrame(rows, columns=["seed", "fold", "n_train", "n_test", "c_index", "c_index_ipcw"])
+    return pd.DataFrame(rows, columns=["seed", "fold", "n_train", "n_test", "n_events_test", "c_index", "c_index_ipcw"])
 
 
 def mean_std(values) -> tuple[float, float]:

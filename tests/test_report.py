@@ -85,6 +85,17 @@ def test_wilcoxon_column_and_caption_only_with_several_seeds():
     assert "seeds: 2 (1, 2)" in report.cindex_table(two).caption
 
 
+def test_caption_gives_each_cohorts_range_of_test_events():
+    res = analysed({"a": 1.0, "b": 0.5}, cohorts=("ucec", "blca"), folds=3, n=30)
+    caption = report.cindex_table(res).caption
+    spans = []
+    for cohort in ("blca", "ucec"):  # canonical order, whatever order the runs came in
+        n = res.scores.loc[res.scores["cohort"] == cohort, "n_events_test"]
+        assert n.min() < n.max()  # the fixture's folds differ, so the range form is what is checked
+        spans.append(f"{cohort.upper()} {n.min()}–{n.max()}")
+    assert f"Events per test fold: {', '.join(spans)};" in caption
+
+
 def test_published_rows_only_beside_a_paper_protocol_tcga_table():
     paper = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3))
     assert "MCAT — published (MCAT release)" in paper.rows and "published (MCAT release)" in paper.caption

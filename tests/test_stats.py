@@ -173,6 +173,9 @@ def test_fold_without_events_gives_nan_with_warning_not_half():
     assert math.isnan(scores.loc[scores["fold"] == 1, "c_index"].item())
     assert math.isnan(scores.loc[scores["fold"] == 1, "c_index_ipcw"].item())
     assert scores.loc[scores["fold"] != 1, "c_index"].notna().all()
+    test_events = pred[pred["split"] == "test"].groupby("fold")["event"].sum()
+    assert scores.set_index("fold")["n_events_test"].tolist() == test_events.tolist()
+    assert scores.loc[scores["fold"] == 1, "n_events_test"].item() == 0 < test_events.drop(1).min()
     mean, std = stats.mean_std(scores["c_index"])
     assert mean == pytest.approx(scores["c_index"].dropna().mean())
     assert np.isfinite(stats.pooled_c_index(pred, n_boot=50).estimate)  # the other folds still count
