@@ -318,9 +318,8 @@ def _fmt_p(p: float) -> str:
 
 def _events_text(scores: pd.DataFrame) -> str:
     """Events per test fold by cohort, so a reader can tell a precise column from a noisy one."""
-    span = scores.groupby("cohort")["n_events_test"].agg(["min", "max"])
-    parts = [f"{c.upper()} {lo}" if lo == hi else f"{c.upper()} {lo}–{hi}"
-             for c in cohort_order(span.index) for lo, hi in [span.loc[c]]]
+    span = scores.groupby("cohort")["n_events_test"].agg(["min", "max"]).reindex(cohort_order(scores["cohort"]))
+    parts = [f"{c.upper()} {lo}" if lo == hi else f"{c.upper()} {lo}–{hi}" for c, lo, hi in span.itertuples()]
     return (f"Events per test fold: {', '.join(parts)}; a fold's C rests on its events, so a cohort with few "
             "has a noisy column.")
 
