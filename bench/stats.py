@@ -1,4 +1,4 @@
-"""Statistics on out-of-fold prediction tables: C-indices, CIs, paired tests, ranks and KM groups.
+"""Statistics on out-of-fold prediction tables: C-indices, calibration, CIs, paired tests, ranks, KM groups.
 
 Pure functions on pandas/numpy, no MLflow. A prediction table holds one row per (seed, fold, split,
 patient) with columns `seed`, `fold`, `split` ("train" | "test"), `case_id`, `time` (months), `event`
@@ -7,10 +7,12 @@ rows are the same fold model's predictions on its training patients, which fix t
 Uno's C and the KM risk threshold, so nothing about a test patient informs how that patient is scored.
 
 Why these methods (the suite's statistics notes): per-fold Harrell C as the literature prints it, plus
-Uno's IPCW C for heavily censored cohorts; a pooled out-of-fold C whose bootstrap never compares risks
-of two different fold models; the Nadeau-Bengio corrected t-test because CV training sets overlap;
-Holm within a table; Friedman and mean ranks across cohorts; KM groups split at each fold model's own
-training median. An undefined C (no events, no comparable pair) is NaN with a warning, never 0.5.
+Uno's IPCW C for heavily censored cohorts; the integrated Brier score and time-dependent AUC of the
+discrete survival curves; a pooled out-of-fold C whose bootstrap never compares risks of two different
+fold models; the Nadeau-Bengio corrected t-test because CV training sets overlap, over folds with seeds
+averaged within each fold (fixed splits: seeds add no test patients); Holm within a table; Friedman
+and mean ranks across cohorts; KM groups split at each fold model's own training median. An undefined
+C (no events, no comparable pair) is NaN with a warning, never 0.5.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 from sksurv.compare import compare_survival
-from sksurv.metrics import concordance_index_ipcw
+from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
@@ -32,6 +34,11 @@ from bench.survival import c_index
 TIED_TOL = 1e-8  # risk ties, as in bench.survival.c_index
 N_BOOT = 1000
 ALPHA = 0.05
+# Uno's C horizon: the 80th percentile of the training follow-up. A fifth of the training patients are
+# still under observation there, so the censoring Kaplan-Meier rests on enough of them; at the largest
+# training time it is near 0 on the heavily censored cohorts and the weights 1 / G(t)^2 explode.
+IPCW_TAU_QUANTILE = 0.8
+ZERO_TOL = 1e-12  # per-fold differences that agree to this are equal (C-indices are ratios of pair counts)
 
 
 def _surv(time: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -42,20 +49,23 @@ def _split(pred: pd.DataFrame, split: str) -> pd.DataFrame:
     return pred[pred["split"] == split]
 
 
-def ipcw_c_index(train_time, train_event, test_time, test_event, risk) -> float:
-    """Uno's IPCW C with the censoring distribution fitted on the fold's training rows.
+def ipcw_tau(train_time, quantile: float = IPCW_TAU_QUANTILE) -> float:
+    """Horizon of Uno's C: the given quantile (default 80th percentile) of the training follow-up times."""
+    return float(np.quantile(np.asarray(train_time, dtype=float), quantile))
 
-    tau = the largest training time: beyond it the censoring Kaplan-Meier is unknown and sksurv
-    raises, so test patients with time >= tau still count as the later member of a pair but never
-    as the earlier event. NaN with a warning when the test fold has no usable event.
+
+def ipcw_c_index(train_time, train_event, test_time, test_event, risk, tau: float | None = None) -> float:
+    """Uno's IPCW C with the censoring distribution fitted on the fold's training rows, truncated at tau.
+
+    tau defaults to `ipcw_tau(train_time)`: only pairs whose earlier member died before tau count, so
+    no weight uses the censoring survival beyond it. NaN with a warning when no test event falls before tau.
     """
     train_time = np.asarray(train_time, dtype=float)
     test_time = np.asarray(test_time, dtype=float)
     test_event = np.asarray(test_event, dtype=bool)
-    tau = float(train_time.max())
+    tau = ipcw_tau(train_time) if tau is None else float(tau)
     if not (test_event & (test_time < tau)).any():
-        warnings.warn("IPCW C-index undefined: no test event before the last training time; returning NaN",
-                      stacklevel=2)
+        warnings.warn(f"IPCW C-index undefined: no test event before tau = {tau:.4g}; returning NaN", stacklevel=2)
         return float("nan")
     try:
         return float(concordance_index_ipcw(_surv(train_time, train_event), _surv(test_time, test_event),
@@ -63,6 +73,59 @@ def ipcw_c_index(train_time, train_event, test_time, test_event, risk) -> float:
     except ValueError as err:  # no comparable pair, or a zero censoring survival
         warnings.warn(f"IPCW C-index undefined ({err}); returning NaN", stacklevel=2)
         return float("nan")
+
+
+def _curve_at_edges(train_time, test_time, surv, edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points of the discrete curves that sksurv can score: (times, S at those times, test times).
+
+    S_k (column k-1 of `surv`) is the survival past bin k, i.e. P(T >= edges[k]). Kept: the edges[k]
+    (k = 1..n_bins) inside the test follow-up [min, max) and below the largest training time, where
+    the training censoring Kaplan-Meier is known. The outer edge (just above the largest time) never
+    qualifies, so in practice these are the inner cut points. Test times beyond the largest training
+    time are censored there: no Brier or AUC term at an earlier time changes, and sksurv needs no
+    censoring survival past the training range.
+    """
+    edges = np.asarray(edges, dtype=float)
+    surv = np.asarray(surv, dtype=float)
+    train_max = float(np.max(train_time))
+    test_time = np.asarray(test_time, dtype=float)
+    clipped = np.minimum(test_time, train_max)
+    times = edges[1:surv.shape[1] + 1]
+    keep = (times >= clipped.min()) & (times < clipped.max()) & (times < train_max)
+    return times[keep], surv[:, keep], clipped
+
+
+def integrated_brier(train_time, train_event, test_time, test_event, surv, edges) -> float:
+    """Integrated Brier score (sksurv) of the discrete survival curves over the scorable bin edges.
+
+    Censoring weights come from the training rows only; the times are those of `_curve_at_edges`
+    and the integral is the trapezoid over them divided by their span (lower is better; a constant
+    0.5 scores 0.25). NaN with a warning when fewer than two edges are scorable.
+    """
+    times, s_at, clipped = _curve_at_edges(train_time, test_time, surv, edges)
+    if times.size < 2:
+        warnings.warn(f"integrated Brier score undefined: {times.size} bin edge(s) inside the test follow-up; "
+                      "returning NaN", stacklevel=2)
+        return float("nan")
+    event = np.asarray(test_event, dtype=bool) & (np.asarray(test_time, dtype=float) == clipped)
+    return float(integrated_brier_score(_surv(train_time, train_event), _surv(clipped, event), s_at, times))
+
+
+def td_auc(train_time, train_event, test_time, test_event, surv, edges) -> float:
+    """Mean cumulative/dynamic AUC (sksurv) of the risk 1 - S(t) at the scorable bin edges.
+
+    The same times as `integrated_brier`, less those before the first test death (no case, so no AUC);
+    sksurv weights the AUC(t) by the test Kaplan-Meier's drop. NaN with a warning when none remains.
+    """
+    times, s_at, clipped = _curve_at_edges(train_time, test_time, surv, edges)
+    event = np.asarray(test_event, dtype=bool) & (np.asarray(test_time, dtype=float) == clipped)
+    has_case = np.array([(event & (clipped <= t)).any() for t in times], dtype=bool)
+    if not has_case.any():
+        warnings.warn("time-dependent AUC undefined: no test death before any scorable bin edge; returning NaN",
+                      stacklevel=2)
+        return float("nan")
+    return float(cumulative_dynamic_auc(_surv(train_time, train_event), _surv(clipped, event),
+                                        1.0 - s_at[:, has_case], times[has_case], tied_tol=TIED_TOL)[1])
 
 
 def fold_scores(pred: pd.DataFrame) -> pd.DataFrame:
@@ -210,57 +273,93 @@ def paired_bootstrap(a: PooledC, b: PooledC) -> PairedBootstrap:
     return PairedBootstrap(a.estimate - b.estimate, float(low), float(high), float(min(1.0, 2 * min(below, above))))
 
 
-def corrected_ttest(diffs, test_train_ratio: float) -> tuple[float, float]:
-    """Nadeau-Bengio corrected resampled t-test on paired per-(fold, seed) differences.
+@dataclass(frozen=True)
+class CorrectedT:
+    """Nadeau-Bengio corrected t-test: statistic, two-sided p, degrees of freedom, and why p is NaN."""
 
-    t = mean(d) / sqrt(var(d, ddof=1) * (1/J + n_test/n_train)), J-1 df, two-sided p. Returns
-    (t, p); NaN with a warning when fewer than two finite differences exist.
+    t: float
+    p: float
+    df: float
+    reason: str = ""
+
+
+def corrected_ttest(diffs, test_train_ratio: float) -> CorrectedT:
+    """Nadeau-Bengio corrected resampled t-test on paired per-fold differences.
+
+    t = mean(d) / sqrt(var(d, ddof=1) * (1/J + n_test/n_train)) with J = finite differences, J-1 df,
+    two-sided p. A zero-variance difference (all within ZERO_TOL) gives p = 1 when its mean is 0 and is
+    undefined otherwise (the t statistic has no finite value), never p = 0. Undefined: NaN and a reason.
     """
     d = np.asarray(diffs, dtype=float)
     d = d[np.isfinite(d)]
     j = d.size
     if j < 2:
-        warnings.warn(f"corrected t-test needs >= 2 paired differences, got {j}; returning NaN", stacklevel=2)
-        return float("nan"), float("nan")
-    mean, var = float(d.mean()), float(d.var(ddof=1))
-    if var == 0.0:
-        return (0.0, 1.0) if mean == 0.0 else (float(np.copysign(np.inf, mean)), 0.0)
-    t = mean / np.sqrt(var * (1.0 / j + test_train_ratio))
-    return float(t), float(2.0 * sps.t.sf(abs(t), j - 1))
+        reason = f"corrected t-test needs >= 2 paired fold differences, got {j}"
+        warnings.warn(f"{reason}; returning NaN", stacklevel=2)
+        return CorrectedT(float("nan"), float("nan"), float("nan"), reason)
+    mean = float(d.mean())
+    if np.ptp(d) <= ZERO_TOL:
+        if abs(mean) <= ZERO_TOL:
+            return CorrectedT(0.0, 1.0, float(j - 1))
+        reason = f"zero-variance difference with mean {mean:.4g}: t undefined"
+        warnings.warn(f"{reason}; returning NaN", stacklevel=2)
+        return CorrectedT(float("nan"), float("nan"), float(j - 1), reason)
+    t = mean / np.sqrt(float(d.var(ddof=1)) * (1.0 / j + test_train_ratio))
+    return CorrectedT(float(t), float(2.0 * sps.t.sf(abs(t), j - 1)), float(j - 1))
 
 
-def paired_fold_diffs(scores_a: pd.DataFrame, scores_b: pd.DataFrame,
-                      metric: str = "c_index") -> tuple[np.ndarray, float]:
-    """Per-(seed, fold) differences a - b of `fold_scores` tables, and the mean n_test/n_train ratio."""
-    both = scores_a.merge(scores_b, on=["seed", "fold"], suffixes=("_a", "_b"), validate="one_to_one")
-    ratio = float((both["n_test_a"] / both["n_train_a"]).mean())
-    return (both[f"{metric}_a"] - both[f"{metric}_b"]).to_numpy(dtype=float), ratio
+@dataclass(frozen=True)
+class FoldDiffs:
+    """Per-fold differences a - b of the seed-averaged metric, the mean n_test/n_train, and seeds per fold."""
+
+    diffs: np.ndarray
+    ratio: float
+    n_seeds: int
 
 
-def wilcoxon_p(diffs, n_seeds: int) -> tuple[float, str]:
-    """Two-sided Wilcoxon signed-rank p, offered only with >= 2 seeds; otherwise (NaN, reason).
+def paired_fold_diffs(scores_a: pd.DataFrame, scores_b: pd.DataFrame, metric: str = "c_index") -> FoldDiffs:
+    """Pair two `fold_scores` tables by (seed, fold), average each model over seeds within a fold, difference.
 
-    With 5 folds alone its smallest exact two-sided p is 2/32 = 0.0625, so it could never reject.
+    The splits are fixed, so extra seeds add no test patients: the tests get one difference per fold
+    (J = folds), not one per (fold, seed). `n_seeds` is the fewest paired seeds of any fold.
     """
-    if n_seeds < 2:
-        return float("nan"), "Wilcoxon needs >= 2 seeds: over 5 folds alone its smallest two-sided p is 0.0625"
+    both = scores_a.merge(scores_b, on=["seed", "fold"], suffixes=("_a", "_b"), validate="one_to_one")
+    per_fold = both.groupby("fold", sort=True).agg(
+        a=(f"{metric}_a", "mean"), b=(f"{metric}_b", "mean"), n_test=("n_test_a", "first"),
+        n_train=("n_train_a", "first"), n_seeds=("seed", "nunique"))
+    ratio = float((per_fold["n_test"] / per_fold["n_train"]).mean())
+    n_seeds = int(per_fold["n_seeds"].min()) if len(per_fold) else 0
+    return FoldDiffs((per_fold["a"] - per_fold["b"]).to_numpy(dtype=float), ratio, n_seeds)
+
+
+def wilcoxon_p(diffs) -> tuple[float, str]:
+    """Two-sided Wilcoxon signed-rank p on per-fold differences, descriptive only; (NaN, reason) if undefined.
+
+    With 5 folds its smallest exact two-sided p is 2/32 = 0.0625, so it can never reject at 0.05.
+    """
     d = np.asarray(diffs, dtype=float)
     d = d[np.isfinite(d)]
-    if not np.any(d != 0):
+    if d.size < 2:
+        return float("nan"), f"Wilcoxon needs >= 2 paired fold differences, got {d.size}"
+    if not np.any(np.abs(d) > ZERO_TOL):
         return 1.0, ""
     return float(sps.wilcoxon(d).pvalue), ""
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm step-down adjusted p-values; NaN entries stay NaN and do not count towards m."""
+    """Holm step-down adjusted p-values over every comparison attempted.
+
+    m counts every entry, NaN ones too: an undefined test is still a comparison that was made, and
+    leaving it out of m would make the others easier to reject. NaN entries stay NaN.
+    """
     p = np.asarray(pvalues, dtype=float)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = ok.size
-    if m == 0:
+    m = p.size
+    if ok.size == 0:
         return out
     order = ok[np.argsort(p[ok], kind="stable")]
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
+    adjusted = np.maximum.accumulate((m - np.arange(ok.size)) * p[order])
     out[order] = np.minimum(adjusted, 1.0)
     return out
 

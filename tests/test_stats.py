@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 from sksurv.compare import compare_survival
-from sksurv.metrics import concordance_index_ipcw
+from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.nonparametric import kaplan_meier_estimator
 from sksurv.util import Surv
 
@@ -40,8 +40,9 @@ def test_corrected_ttest_matches_hand_worked_example():
     # sample variance = 0.001 / 4 = 2.5e-4; n_test/n_train = 1/4 (5-fold CV)
     # corrected variance = 2.5e-4 * (1/5 + 1/4) = 1.125e-4; se = sqrt(1.125e-4) = 0.0106066
     # t = 0.03 / 0.0106066 = 2.828427 = 2 * sqrt(2)
-    t, p = stats.corrected_ttest(d, 0.25)
-    assert t == pytest.approx(2 * math.sqrt(2), rel=1e-9)
+    res = stats.corrected_ttest(d, 0.25)
+    t, p = res.t, res.p
+    assert t == pytest.approx(2 * math.sqrt(2), rel=1e-9) and res.df == 4 and res.reason == ""
     # t with 4 df has the closed-form CDF F(t) = 1/2 + (3/8) u (1 - t^2 / (12 (1 + t^2/4))), u = t / sqrt(1 + t^2/4)
     # t^2 = 8: 1 + 8/4 = 3, u = 2.828427 / 1.732051 = 1.632993, 1 - 8/36 = 0.777778
     # F = 0.5 + 0.375 * 1.632993 * 0.777778 = 0.976290; p = 2 * (1 - F) = 0.047421
@@ -54,15 +55,29 @@ def test_corrected_ttest_matches_hand_worked_example():
 
 def test_corrected_ttest_needs_two_finite_differences():
     with pytest.warns(UserWarning, match="needs >= 2"):
-        t, p = stats.corrected_ttest([0.1, np.nan], 0.25)
-    assert math.isnan(t) and math.isnan(p)
+        res = stats.corrected_ttest([0.1, np.nan], 0.25)
+    assert math.isnan(res.t) and math.isnan(res.p) and "got 1" in res.reason
+
+
+def test_zero_variance_difference_is_p_one_or_undefined_never_zero():
+    same = stats.corrected_ttest([0.0] * 5, 0.25)
+    assert (same.t, same.p, same.df, same.reason) == (0.0, 1.0, 4.0, "")
+    # 0.7 - 0.65 and 0.75 - 0.7 differ in the last bit: still a zero-variance difference, not t = 1e15
+    a, b = np.array([0.65, 0.7, 0.75, 0.8, 0.85]), np.array([0.6, 0.65, 0.7, 0.75, 0.8])
+    assert np.ptp(a - b) > 0
+    with pytest.warns(UserWarning, match="zero-variance"):
+        shifted = stats.corrected_ttest(a - b, 0.25)
+    assert math.isnan(shifted.p) and math.isnan(shifted.t) and shifted.df == 4
+    assert "zero-variance difference with mean 0.05" in shifted.reason
+    assert stats.wilcoxon_p(np.zeros(5)) == (1.0, "")
 
 
 def test_holm_matches_hand_example():
     # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max keeps 0.06
     np.testing.assert_allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    # a NaN does not count towards m = 2: 0.01*2 = 0.02, 0.04*1 = 0.04; capped at 1
-    np.testing.assert_allclose(stats.holm([0.01, np.nan, 0.04]), [0.02, np.nan, 0.04])
+    # a NaN still counts towards m = 3 (it was a comparison made): 0.01*3 = 0.03, 0.04*2 = 0.08; NaN stays NaN
+    np.testing.assert_allclose(stats.holm([0.01, np.nan, 0.04]), [0.03, np.nan, 0.08])
+    np.testing.assert_allclose(stats.holm([np.nan, np.nan]), [np.nan, np.nan])
     np.testing.assert_allclose(stats.holm([0.6, 0.7]), [1.0, 1.0])
 
 
@@ -190,16 +205,102 @@ def test_ipcw_survives_test_times_beyond_the_training_range():
     with pytest.raises(ValueError):  # what the default (no tau) would do
         concordance_index_ipcw(y_train, y_test, test["risk"].to_numpy())
     value = stats.ipcw_c_index(train["time"], train["event"], test["time"], test["event"], test["risk"])
-    expected = concordance_index_ipcw(y_train, y_test, test["risk"].to_numpy(), tau=train["time"].max())[0]
+    expected = concordance_index_ipcw(y_train, y_test, test["risk"].to_numpy(), tau=np.quantile(train["time"], 0.8))[0]
     assert value == pytest.approx(expected) and 0.5 < value < 1.0
 
 
-def test_wilcoxon_only_with_several_seeds():
-    d = [0.01, 0.03, -0.01, 0.02, 0.04, 0.05, 0.02, 0.03, 0.01, 0.06]
-    p, reason = stats.wilcoxon_p(d[:5], n_seeds=1)
-    assert math.isnan(p) and "0.0625" in reason
-    p, reason = stats.wilcoxon_p(d, n_seeds=2)
-    assert reason == "" and p == pytest.approx(sps.wilcoxon(d).pvalue)
+def test_ipcw_tau_is_the_80th_percentile_of_training_follow_up_not_where_weights_explode():
+    train_time = np.linspace(1.0, 100.0, 200)
+    train_event = np.arange(200) % 10 == 0  # 90% censored over the whole follow-up: G(t) falls towards 0
+    train_event[-1] = True
+    assert stats.ipcw_tau(train_time) == pytest.approx(80.2)  # position 0.8 * 199 = 159.2 of a 99/199 grid
+    assert stats.ipcw_tau(train_time) == pytest.approx(np.quantile(train_time, 0.8))
+    # early deaths ranked right; one death at 98.5, where G is about 0.01, ranked below a patient who outlived it
+    test_time = np.array([5.0, 10, 15, 20, 30, 40, 60, 97, 98.5, 99.5])
+    test_event = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 0], dtype=bool)
+    risk = np.array([10.0, 9, 8, 7, 3, 2, 1, 0.5, -5, 5])
+    value = stats.ipcw_c_index(train_time, train_event, test_time, test_event, risk)
+    assert value == 1.0  # every pair whose earlier death falls before tau = 80.2 is concordant
+    old = stats.ipcw_c_index(train_time, train_event, test_time, test_event, risk, tau=train_time.max())
+    assert old < 0.05  # at the largest training time, the one late pair's weight 1 / G^2 outweighs all others
+    with pytest.warns(UserWarning, match="no test event before tau"):
+        assert math.isnan(stats.ipcw_c_index(train_time, train_event, test_time, test_event, risk, tau=4.0))
+
+
+def test_paired_tests_average_seeds_within_folds_so_df_is_folds_minus_one():
+    rng = np.random.default_rng(4)
+
+    def scores(shift):
+        return pd.DataFrame({"seed": np.repeat([1, 2], 5), "fold": np.tile(range(5), 2), "n_train": 160, "n_test": 40,
+                             "c_index": 0.6 + shift + rng.normal(0, 0.03, 10)})
+
+    a, b = scores(0.02), scores(0.0)
+    paired = stats.paired_fold_diffs(a, b)
+    assert paired.diffs.shape == (5,) and paired.n_seeds == 2 and paired.ratio == pytest.approx(0.25)
+    res = stats.corrected_ttest(paired.diffs, paired.ratio)
+    assert res.df == 4
+    # the same test on single tables that already hold each model's seed-averaged C per fold
+    avg = [t.groupby("fold", as_index=False).agg(n_train=("n_train", "first"), n_test=("n_test", "first"),
+                                                 c_index=("c_index", "mean")).assign(seed=1) for t in (a, b)]
+    single = stats.paired_fold_diffs(*avg)
+    assert single.n_seeds == 1
+    np.testing.assert_allclose(paired.diffs, single.diffs, rtol=1e-12)
+    assert res.p == pytest.approx(stats.corrected_ttest(single.diffs, single.ratio).p, rel=1e-12)
+    per_pair = (a["c_index"] - b["c_index"]).to_numpy()  # what counting (fold, seed) pairs as J = 10 would test
+    assert stats.corrected_ttest(per_pair, 0.25).df == 9
+    assert stats.wilcoxon_p(paired.diffs)[0] == pytest.approx(sps.wilcoxon(paired.diffs).pvalue)
+    assert stats.wilcoxon_p(paired.diffs)[0] >= 0.0625  # 5 folds: descriptive only
+
+
+def test_wilcoxon_on_fold_differences_and_undefined_below_two():
+    d = [0.01, 0.03, -0.01, 0.02, 0.04]
+    p, reason = stats.wilcoxon_p(d)
+    assert reason == "" and p == pytest.approx(sps.wilcoxon(d).pvalue) and p >= 0.0625
+    p, reason = stats.wilcoxon_p([0.02, np.nan])
+    assert math.isnan(p) and "got 1" in reason
+
+
+def _uncensored(n: int = 200, seed: int = 0):
+    time = np.random.default_rng(seed).uniform(1.0, 100.0, n)
+    return time, np.ones(n, dtype=bool), np.array([0.5, 25.0, 50.0, 75.0, 100.1])
+
+
+def test_calibration_of_perfect_and_constant_curves_by_hand():
+    """No censoring, so every weight is 1: Brier(t) = mean (1{T >= t} - S(t))^2, integrated by trapezoid."""
+    time, event, edges = _uncensored()
+    perfect = (time[:, None] >= edges[None, 1:]).astype(float)  # S_k = 1 exactly for those alive at edge k
+    assert stats.integrated_brier(time, event, time, event, perfect, edges) == 0.0
+    assert stats.td_auc(time, event, time, event, perfect, edges) == 1.0
+    half = np.full((len(time), 4), 0.5)
+    assert stats.integrated_brier(time, event, time, event, half, edges) == pytest.approx(0.25)
+    assert stats.td_auc(time, event, time, event, half, edges) == pytest.approx(0.5)  # a constant cannot rank
+    km = np.array([(time >= t).mean() for t in edges[1:]])  # the Kaplan-Meier without censoring
+    brier = km[:3] * (1 - km[:3])  # at edges 25, 50, 75; the outer edge 100.1 is past the follow-up
+    expected = ((brier[0] + brier[1]) / 2 * 25 + (brier[1] + brier[2]) / 2 * 25) / 50
+    constant_km = np.tile(km, (len(time), 1))
+    assert stats.integrated_brier(time, event, time, event, constant_km, edges) == pytest.approx(expected)
+    assert expected < 0.25  # the KM beats the uninformed 0.5
+
+
+def test_calibration_uses_training_censoring_and_only_scorable_edges(rng):
+    pred = predictions(60, folds=1)
+    train, test = pred[pred["split"] == "train"], pred[pred["split"] == "test"].copy()
+    test.loc[test.index[:3], "time"] = train["time"].max() + 20.0  # beyond the training range: censored there
+    edges = np.r_[test["time"].min() - 1.0, np.quantile(train["time"], [0.25, 0.5, 0.75]), train["time"].max() + 1e-6]
+    surv = np.sort(rng.uniform(0.05, 0.95, (len(test), 4)), axis=1)[:, ::-1]
+    args = (train["time"], train["event"], test["time"], test["event"], surv, edges)
+    ibs, auc = stats.integrated_brier(*args), stats.td_auc(*args)
+    clipped = np.minimum(test["time"], train["time"].max())
+    y_train = Surv.from_arrays(train["event"].astype(bool), train["time"])
+    y_test = Surv.from_arrays(test["event"].astype(bool) & (clipped == test["time"]), clipped)
+    assert ibs == pytest.approx(integrated_brier_score(y_train, y_test, surv[:, :3], edges[1:4]))
+    assert auc == pytest.approx(cumulative_dynamic_auc(y_train, y_test, 1 - surv[:, :3], edges[1:4])[1])
+    heavier = train.assign(event=0)  # the censoring fit comes from the training rows: change them, the IBS moves
+    heavier.loc[heavier.index[-1], "event"] = 1
+    assert stats.integrated_brier(heavier["time"], heavier["event"], *args[2:]) != pytest.approx(ibs)
+    far = np.r_[edges[:2], edges[-1] + np.array([1.0, 2.0, 3.0])]  # one edge inside the follow-up
+    with pytest.warns(UserWarning, match="1 bin edge"):
+        assert math.isnan(stats.integrated_brier(*args[:5], far))
 
 
 def _fold(fold: int, train_risk, test_risk) -> pd.DataFrame:
