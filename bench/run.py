@@ -114,12 +114,10 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         if device == "cuda" and not torch.cuda.is_available():
             raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
     if args.data == "synthetic":
-        root = args.data_root or DEFAULT_SYNTHETIC_ROOT
-        if not (root / "signatures.csv").is_file():
-            from bench.data.synth import synthesize
+        from bench.data.synth import ensure_synthetic
 
-            print(f"generating the embedded synthetic cohorts in {root} ...")
-            synthesize(root)
+        root = args.data_root or DEFAULT_SYNTHETIC_ROOT
+        ensure_synthetic(root, rewrite_stale=args.data_root is None)  # the default root follows the generator
     else:
         if args.data_root is None:
             raise BenchError(f"--data {args.data} needs --data-root DIR holding the real tables and splits "

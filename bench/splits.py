@@ -97,15 +97,16 @@ def check_folds(splits: list[Split], case_ids: list[str]) -> None:
 def pinned_sums(root: Path) -> tuple[dict[str, str] | None, str]:
     """The manifest entries that pin a data root's split files, keyed `5foldcv/tcga_<c>/splits_<k>.csv`.
 
-    Real roots are pinned by the public MCAT sums; a synthetic root made with the default seed and
-    scale by the embedded default's sums; any other synthetic root is generated, not pinned (None).
+    Real roots are pinned by the public MCAT sums; a synthetic root made with the default settings
+    of the current generator by the embedded default's sums; any other synthetic root is generated,
+    not pinned (None).
     """
     params_file = Path(root) / "synth.json"
     if params_file.is_file():
-        from bench.data.synth import DEFAULT_SCALE, DEFAULT_SEED  # local: synth imports this module
+        from bench.data.synth import is_default  # local: synth imports this module
 
         params = json.loads(params_file.read_text())
-        if params.get("seed") != DEFAULT_SEED or params.get("scale") != DEFAULT_SCALE:
+        if not is_default(params):
             return None, f"generated (seed {params.get('seed')}, scale {params.get('scale')}), not pinned"
         prefix, label = "synthetic/", "embedded synthetic default"
     else:

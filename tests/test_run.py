@@ -44,7 +44,7 @@ def tiny_root(factory: pytest.TempPathFactory) -> Path:
     """Synthetic blca at scale 0.06 (generated, not pinned: split verification does not apply)."""
     if "root" not in _SESSION:
         root = factory.mktemp("synthetic")
-        synthesize(root, cohorts=["blca"], scale=0.06, log=lambda s: None)
+        synthesize(root, cohorts=["blca"], scale=0.06, min_test_events=0, log=lambda s: None)
         _SESSION["root"] = root
     return _SESSION["root"]
 

@@ -14,9 +14,14 @@ from .layout import DataRoot, parse_cohorts
 def _synth(args) -> int:
     from .synth import DEFAULT_SCALE, synthesize
 
+    if args.min_test_events < 0 or (args.scale is not None and args.scale <= 0):
+        raise BenchError(f"--scale {args.scale} and --min-test-events {args.min_test_events}: the scale must be positive "
+                         "and the deaths per test fold zero or more.")
     t0 = time.perf_counter()
-    print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE})")
-    synthesize(args.out, parse_cohorts(args.cohorts), seed=args.seed, scale=args.scale or DEFAULT_SCALE)
+    print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE}, "
+          f"at least {args.min_test_events} deaths per test fold)")
+    synthesize(args.out, parse_cohorts(args.cohorts), seed=args.seed, scale=args.scale or DEFAULT_SCALE,
+               min_test_events=args.min_test_events)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -62,10 +67,20 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("synth", help="write the synthetic TCGA-like cohorts (real formats, known ground truth)")
+    s = sub.add_parser(
+        "synth", help="write the synthetic TCGA-like cohorts (real formats, known ground truth)",
+        description="Write the synthetic TCGA-like cohorts in the real formats, with a known true risk (its C-index, "
+                    "the oracle, is printed per cohort). The synthetic default has power: every test fold of every "
+                    "cohort holds at least 8 deaths. Its censoring rate is half the real cohort's (BRCA 86% -> 43%), and "
+                    "each cohort holds the fewest patients that give 8 deaths per test fold at that rate (318 in all; "
+                    "the real rates would need about 880). A smaller --scale keeps the floor; a larger one adds patients.")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scale", type=float, default=None, help="fraction of the real patient counts (default 0.12)")
+    s.add_argument("--scale", type=float, default=None,
+                   help="fraction of the real patient counts, above the floor of deaths per test fold (default 0.05, "
+                        "below the floor for every cohort)")
+    s.add_argument("--min-test-events", type=int, default=8,
+                   help="the floor: deaths in every test fold (default 8; 0 leaves only 8 deaths per cohort, for tiny roots)")
     s.add_argument("--cohorts", default=None, help="comma-separated short names (default: all five)")
     s.set_defaults(func=_synth)
 

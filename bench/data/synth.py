@@ -3,17 +3,25 @@
 Each patient has latent factors z (3-d). They drive (a) a minority of genes in each of the 6
 signature groups, (b) a minority of "informative" patches in each bag (a tumour-like patch type
 whose features shift linearly with z), and (c) a Weibull hazard with log-risk beta.z, the oracle
-risk. Censoring is independent uniform follow-up, calibrated on the sample to the cohort's real
-censoring rate. So genomic-only, WSI-only and fused models each have signal to find, and the
-oracle C-index is the ceiling. Patient counts, censoring rates, median survival and group sizes
-mirror the real cohorts (data_formats.md sections 2 and 6); `scale` shrinks patient counts.
-Same seed -> byte-identical files.
+risk. Censoring is independent uniform follow-up, calibrated on the sample to half the cohort's
+real censoring rate. So genomic-only, WSI-only and fused models each have signal to find, and the
+oracle C-index is the ceiling. Median survival, group sizes and the order of the censoring rates
+mirror the real cohorts (data_formats.md sections 2 and 6).
+
+Power: a cohort holds `scale` x its real patient count, but at least enough patients that every
+test fold holds `min_test_events` deaths (8 by default; the folds are stratified by event, so the
+deaths spread evenly). At the real censoring rates (BRCA and UCEC over 84%) that floor would need
+about 880 patients in all; at half the rates it needs about 320, fewer than the 340 that 12% of the
+real counts gave before, with 1-5 deaths per test fold. The default scale is small enough that
+the floor sets every cohort's size, so a smaller `scale` changes nothing and a larger one only adds
+patients. Same seed -> byte-identical files.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +34,15 @@ from bench.splits import make_splits, write_split
 from bench.survival import assign_bins, c_index, fit_bin_edges
 
 from .cohort import GROUP_NAMES
-from .layout import COHORTS, DataRoot, slide_stem, study
+from .layout import COHORTS, N_FOLDS, DataRoot, slide_stem, study
 
 DEFAULT_SEED = 0
-DEFAULT_SCALE = 0.12
+DEFAULT_SCALE = 0.05
 MIN_PATIENTS = 20
-MIN_EVENTS = 8  # expected deaths per cohort at any scale: 4 survival bins need >= 4 events, folds need a few more
+MIN_EVENTS = 8  # deaths per cohort at any setting: 4 survival bins need >= 4 events, folds need a few more
+MIN_TEST_EVENTS = 8  # default deaths in every test fold: a fold's C-index then rests on more than a few events
+CENSORING_SHARE = 0.5  # synthetic censoring rate = this x the real cohort's (BRCA 86.4% -> 43.2%)
+GENERATOR_VERSION = 2  # in synth.json: 2 = censoring at half the real rate and the per-fold event floor
 FEATURE_DIM = 1024
 LATENT_DIM = 3
 BETA = np.array([1.0, -0.8, 0.6])  # log-hazard weights on z
@@ -88,17 +99,32 @@ def _write_zip_csv(path: Path, member: str, df: pd.DataFrame) -> None:
         zf.writestr(info, buf.getvalue())
 
 
-def _survival(rng: np.random.Generator, eta: np.ndarray, spec: CohortSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Weibull event times with median ~ the cohort's, uniform follow-up calibrated to its censoring rate."""
+def synthetic_censoring(cohort: str) -> float:
+    """The censoring rate the generator aims at: CENSORING_SHARE x the real cohort's."""
+    return CENSORING_SHARE * SPECS[cohort].censoring
+
+
+def n_patients(cohort: str, scale: float, min_test_events: int) -> int:
+    """`scale` x the real count, but enough for MIN_EVENTS deaths and `min_test_events` per test fold."""
+    events = max(MIN_EVENTS, N_FOLDS * min_test_events)
+    floor = int(np.ceil(events / (1.0 - synthetic_censoring(cohort))))
+    return max(MIN_PATIENTS, int(round(SPECS[cohort].patients * scale)), floor)
+
+
+def _survival(rng: np.random.Generator, eta: np.ndarray, spec: CohortSpec, censoring: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weibull event times with median ~ the cohort's, uniform follow-up censoring floor(n x `censoring`) patients.
+
+    Censoring floor(n c) rather than about n c keeps n - floor(n c) >= the deaths `n_patients` sized the cohort for.
+    """
     u = rng.uniform(size=len(eta))
     t_event = (-np.log(u) * np.exp(-eta)) ** (1.0 / WEIBULL_SHAPE)
     v = rng.uniform(size=len(eta))
-    lo, hi = 1e-3, 1e3  # follow-up = v * c_max; bisect c_max so that P(censored) matches
+    target = np.floor(len(eta) * censoring + 1e-9)
+    lo, hi = 1e-3, 1e3  # follow-up = v * c_max * median; the censored count falls as c_max grows
     for _ in range(60):
-        c_max = np.sqrt(lo * hi) * spec.median_months
-        rate = np.mean(v * c_max < t_event)
-        lo, hi = (np.sqrt(lo * hi), hi) if rate > spec.censoring else (lo, np.sqrt(lo * hi))
-    t_cens = v * c_max
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if np.sum(v * mid * spec.median_months < t_event) > target else (lo, mid)
+    t_cens = v * hi * spec.median_months  # hi always censors at most `target` patients
     censored = (t_cens < t_event).astype(int)
     time = np.where(censored == 1, t_cens, t_event)
     time *= spec.median_months / np.median(time)  # observed median follow-up as in the real cohort
@@ -117,14 +143,14 @@ def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
     return np.maximum(feats, 0.0).astype(np.float32)  # ResNet features are post-ReLU
 
 
-def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float) -> dict:
+def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_events: int = MIN_TEST_EVENTS) -> dict:
     """Write one cohort's table, features, truth and splits; return its summary."""
     spec = SPECS[cohort]
     rng = np.random.default_rng([seed, COHORTS.index(cohort)])
-    n = max(MIN_PATIENTS, int(round(spec.patients * scale)), int(np.ceil(MIN_EVENTS / (1.0 - spec.censoring))))
+    n = n_patients(cohort, scale, min_test_events)
     z = rng.standard_normal((n, LATENT_DIM))
     eta = z @ BETA
-    time, censored = _survival(rng, eta, spec)
+    time, censored = _survival(rng, eta, spec, synthetic_censoring(cohort))
 
     case_ids = [f"TCGA-S{COHORTS.index(cohort) + 1}-{i:04d}" for i in range(n)]
     n_slides = 1 + rng.binomial(2, 0.15, size=n)
@@ -172,23 +198,57 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float) -> dict:
 
     event = 1 - censored
     bins = assign_bins(time, fit_bin_edges(time, event))
-    for k, (train, val) in enumerate(make_splits(case_ids, event, bins, n_folds=5, seed=seed)):
+    test_events = []
+    for k, (train, val) in enumerate(make_splits(case_ids, event, bins, n_folds=N_FOLDS, seed=seed)):
         write_split(root.split(cohort, k), train, val)
+        test_events.append(int(event[np.isin(case_ids, val)].sum()))
     return {"cohort": cohort, "patients": n, "slides": int(n_slides.sum()), "censoring": float(censored.mean()),
-            "oracle_c_index": c_index(time, event, eta), "patches": int(np.sum(patches))}
+            "test_events": test_events, "oracle_c_index": c_index(time, event, eta), "patches": int(np.sum(patches))}
 
 
-def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, log=print) -> list[dict]:
+def params(seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, min_test_events: int = MIN_TEST_EVENTS) -> dict:
+    """What synth.json records besides the cohorts: everything that decides the files."""
+    return {"generator": "bench.data.synth", "version": GENERATOR_VERSION, "seed": seed, "scale": scale,
+            "min_test_events": min_test_events, "censoring_share": CENSORING_SHARE}
+
+
+def is_default(recorded: dict) -> bool:
+    """Whether a root's synth.json describes the embedded default (any subset of cohorts): its splits are pinned."""
+    return {k: v for k, v in recorded.items() if k != "cohorts"} == params()
+
+
+def ensure_synthetic(root: Path, rewrite_stale: bool = False, log=print) -> None:
+    """Write the default cohorts into `root` on first use; with `rewrite_stale`, also rewrite a root an older
+    generator wrote (otherwise a sweep would read stale cohorts whose splits the manifest no longer pins).
+    A root written by this generator with other settings is the user's choice and left alone."""
+    root = Path(root)
+    stamp = root / "synth.json"
+    if (root / "signatures.csv").is_file():
+        recorded = json.loads(stamp.read_text()) if stamp.is_file() else {}
+        if not rewrite_stale or recorded.get("generator") != "bench.data.synth" or recorded.get("version") == GENERATOR_VERSION:
+            return
+        log(f"{root} was written by synthetic generator version {recorded.get('version', 1)}; rewriting it with "
+            f"version {GENERATOR_VERSION} ...")
+        for folder in ("tables", "splits", "features", "truth"):
+            shutil.rmtree(root / folder, ignore_errors=True)  # slide names change with the generator
+    else:
+        log(f"generating the embedded synthetic cohorts in {root} ...")
+    synthesize(root, log=log)
+
+
+def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
+               min_test_events: int = MIN_TEST_EVENTS, log=print) -> list[dict]:
     """Write the synthetic data root: signatures, then each cohort; records the parameters used."""
     root = DataRoot(Path(out))
     root.root.mkdir(parents=True, exist_ok=True)
     _signatures().to_csv(root.signatures, index=False, lineterminator="\n")
     summaries = []
     for cohort in cohorts:
-        s = synth_cohort(root, cohort, seed, scale)
+        s = synth_cohort(root, cohort, seed, scale, min_test_events)
         log(f"  synth {study(cohort):12s} {s['patients']:4d} patients  {s['slides']:4d} slides  {s['patches']:6d} patches  "
-            f"censoring {s['censoring']:.3f} (target {SPECS[cohort].censoring:.3f})  oracle C {s['oracle_c_index']:.3f}")
+            f"censoring {s['censoring']:.3f} (target {synthetic_censoring(cohort):.3f}, real {SPECS[cohort].censoring:.3f})  "
+            f"deaths per test fold {min(s['test_events'])}-{max(s['test_events'])}  oracle C {s['oracle_c_index']:.3f}")
         summaries.append(s)
-    params = {"generator": "bench.data.synth", "seed": seed, "scale": scale, "cohorts": list(cohorts)}
-    (root.root / "synth.json").write_text(json.dumps(params, indent=1) + "\n")
+    recorded = {**params(seed, scale, min_test_events), "cohorts": list(cohorts)}
+    (root.root / "synth.json").write_text(json.dumps(recorded, indent=1) + "\n")
     return summaries

@@ -25,7 +25,7 @@ from bench.splits import write_split
 @pytest.fixture(scope="module")
 def clean_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("clean")
-    synthesize(root, ["blca"], seed=0, scale=0.05, log=lambda _: None)
+    synthesize(root, ["blca"], seed=0, scale=0.05, min_test_events=0, log=lambda _: None)
     return root
 
 

@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bench.data import COHORTS, DataRoot, FeatureStore, open_cohort
-from bench.data.synth import DEFAULT_SCALE, MIN_EVENTS, SPECS, synthesize
-from bench.splits import load_folds, read_manifest, sha256_file
+from bench.data.synth import (DEFAULT_SCALE, MIN_EVENTS, MIN_PATIENTS, MIN_TEST_EVENTS, SPECS, n_patients,
+                               synthesize, synthetic_censoring)
+from bench.splits import load_folds, pinned_sums, read_manifest, sha256_file
 from bench.survival import c_index
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ def digests(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def default_root(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """All five cohorts at the default seed and scale (~3 s), shared by the tests below."""
+    """All five cohorts at the default settings (~3 s), shared by the tests below."""
     root = tmp_path_factory.mktemp("synth_default")
     return root, synthesize(root, log=lambda _: None)
 
@@ -45,13 +45,43 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
 
 
 def test_censoring_and_oracle_match_the_targets(default_root):
+    """Half the real censoring rate; the per-fold event floor, not the scale, sets every cohort's size."""
     _, summaries = default_root
     assert [s["cohort"] for s in summaries] == list(COHORTS)
     for s in summaries:
         spec = SPECS[s["cohort"]]
-        assert s["patients"] == round(spec.patients * DEFAULT_SCALE)
-        assert abs(s["censoring"] - spec.censoring) <= 0.05, s
+        assert s["patients"] == n_patients(s["cohort"], DEFAULT_SCALE, MIN_TEST_EVENTS) > round(spec.patients * DEFAULT_SCALE)
+        assert synthetic_censoring(s["cohort"]) - 0.02 <= s["censoring"] <= synthetic_censoring(s["cohort"]), s
         assert 0.7 <= s["oracle_c_index"] <= 0.9, s
+    assert sum(s["patients"] for s in summaries) == 318
+
+
+def fold_deaths(root: Path, cohort: str) -> list[int]:
+    """Deaths in each test (`val`) fold, read back through the real loader and the split files."""
+    co = open_cohort(DataRoot(root), cohort)
+    folds = load_folds(DataRoot(root), cohort, co.case_ids, allow_unverified=True)
+    return [int(co.patients.loc[list(f.val), "event"].sum()) for f in folds.values()]
+
+
+def test_every_test_fold_of_the_default_holds_8_deaths(default_root):
+    root, summaries = default_root
+    for s in summaries:
+        events = fold_deaths(root, s["cohort"])
+        assert min(events) >= MIN_TEST_EVENTS == 8, (s["cohort"], events)
+        assert events == s["test_events"] and max(events) - min(events) <= 1  # stratified by event: spread evenly
+
+
+def test_a_smaller_scale_keeps_the_floor_and_a_larger_one_adds_patients(tmp_path, default_root):
+    """The floor sets the default's sizes, so scale 0.01 writes the default's files; another seed keeps the floor too."""
+    root, _ = default_root
+    synthesize(tmp_path / "small", ["brca", "ucec"], scale=0.01, log=lambda _: None)
+    small = digests(tmp_path / "small")
+    assert all(small[k] == digests(root)[k] for k in small if k != "synth.json")
+    for seed, scale in ((5, 0.01), (6, 0.3)):
+        out = tmp_path / f"s{seed}"
+        (brca,) = synthesize(out, ["brca"], seed=seed, scale=scale, log=lambda _: None)
+        assert brca["patients"] == max(71, round(956 * scale))
+        assert min(fold_deaths(out, "brca")) >= MIN_TEST_EVENTS
 
 
 def test_specs_mirror_the_real_cohorts():
@@ -84,19 +114,22 @@ def test_real_loader_reads_every_synthetic_cohort(default_root):
         assert sorted(x for f in folds.values() for x in f.val) == sorted(co.case_ids)
 
 
-def test_manifest_pins_the_default_synthetic_splits(default_root):
-    """The manifest's synthetic/ entries are exactly the files the default run generates."""
+def test_manifest_pins_the_default_synthetic_splits(default_root, tmp_path):
+    """The manifest's synthetic/ entries are exactly the files the default run generates; other settings are not pinned."""
     root, _ = default_root
     pinned = {k.removeprefix("synthetic/"): v for k, v in read_manifest().items() if k.startswith("synthetic/")}
     made = {str(p.relative_to(root / "splits")): sha256_file(p) for p in (root / "splits").rglob("*.csv")}
     assert len(made) == 25 and pinned == made
+    assert pinned_sums(root) == (pinned, "embedded synthetic default")
+    synthesize(tmp_path, ["ucec"], min_test_events=0, log=lambda _: None)  # default seed and scale, another floor
+    assert pinned_sums(tmp_path)[0] is None
 
 
-def test_tiny_scales_keep_enough_events_to_cut_bins(tmp_path):
-    """UCEC is 84% censored: at scale 0.001 the generator still writes about MIN_EVENTS deaths, not a crash."""
-    (s,) = synthesize(tmp_path, ["ucec"], scale=0.001, log=lambda _: None)
-    assert s["patients"] == int(np.ceil(MIN_EVENTS / (1 - SPECS["ucec"].censoring)))
-    assert round(s["patients"] * (1 - s["censoring"])) >= MIN_EVENTS - 1
+def test_tiny_roots_without_the_fold_floor_keep_enough_events_to_cut_bins(tmp_path):
+    """min_test_events=0 (tiny test roots): UCEC at scale 0.001 has MIN_PATIENTS patients and MIN_EVENTS deaths or more."""
+    (s,) = synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, log=lambda _: None)
+    assert s["patients"] == MIN_PATIENTS
+    assert sum(s["test_events"]) == round(s["patients"] * (1 - s["censoring"])) >= MIN_EVENTS
 
 
 def test_cli_prints_the_oracle_c_index(tmp_path):
@@ -106,6 +139,26 @@ def test_cli_prints_the_oracle_c_index(tmp_path):
     assert out.returncode == 0, out.stderr
     found = re.findall(r"oracle C ([0-9.]+)", out.stdout)
     assert len(found) == 1, out.stdout
+    assert int(re.search(r"deaths per test fold (\d+)-", out.stdout).group(1)) >= 8
     co = open_cohort(DataRoot(tmp_path), "ucec")
     assert float(found[0]) == pytest.approx(c_index(co.patients["time"], co.patients["event"], co.truth), abs=5e-4)
     assert float(found[0]) > 0.6
+
+
+def test_the_default_root_is_rewritten_only_when_an_older_generator_wrote_it(tmp_path, monkeypatch):
+    """bench.run's data/synthetic follows the generator; a current root, or one given by --data-root, is left alone."""
+    from bench.data import synth
+
+    synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, log=lambda _: None)
+    calls = []
+    monkeypatch.setattr(synth, "synthesize", lambda root, log: calls.append(root))
+    synth.ensure_synthetic(tmp_path, rewrite_stale=True, log=lambda _: None)
+    assert calls == []  # this generator's version, other settings: the user's choice
+    stamp = tmp_path / "synth.json"
+    stamp.write_text(stamp.read_text().replace(f'"version": {synth.GENERATOR_VERSION}', '"version": 1'))
+    synth.ensure_synthetic(tmp_path, rewrite_stale=False, log=lambda _: None)
+    assert calls == [] and (tmp_path / "features").is_dir()
+    synth.ensure_synthetic(tmp_path, rewrite_stale=True, log=lambda _: None)
+    assert calls == [tmp_path] and not (tmp_path / "features").exists() and not (tmp_path / "splits").exists()
+    synth.ensure_synthetic(tmp_path / "new", log=lambda _: None)
+    assert calls == [tmp_path, tmp_path / "new"]
