@@ -3,13 +3,16 @@
     python -m bench.report [--tracking-uri URI] [--experiment NAME] [--out results/]
 
 Writes into --out: `cindex_table.{csv,md,tex}` (models x cohorts, mean ± population std of the per-fold
-Harrell C), `cindex_summary.csv` (per model and cohort: IPCW C, pooled out-of-fold C with its bootstrap
-CI, KM log-rank p), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`, `fold_cindex.png` and
-`ranks.png`, then logs them as artifacts of a `run_kind=report` run in the same experiment.
+Harrell C), `calibration_table.{csv,md}` (models x cohorts, integrated Brier score and td-AUC),
+`cindex_summary.csv` (per model and cohort: IPCW C, `ibs` and `td_auc` means, pooled out-of-fold C with
+its bootstrap CI, KM log-rank p), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`,
+`fold_cindex.png` and `ranks.png`, then logs them as artifacts of a `run_kind=report` run in the same experiment.
 
-In `pairwise_tests.csv`, `mean_diff` is the mean per-(fold, seed) C difference a - b that the corrected
-t-test tests; `pooled_diff` and the bootstrap CI and p are for the difference in pooled out-of-fold C.
-`holm_p` corrects the corrected-t p-values over every row of that file, and the table's † marker reads it.
+In `pairwise_tests.csv`, each model's C is first averaged over seeds within a fold; `n_folds` differences
+(`n_seeds` seeds each) give the corrected t-test `df` = n_folds - 1, and `mean_diff` is their mean (a - b).
+`t_undefined` says why a t-test has no p. `pooled_diff` and the bootstrap CI and p are for the difference
+in pooled out-of-fold C; `wilcoxon_p` is descriptive. `holm_p` corrects the corrected-t p-values over every
+row of that file (undefined ones count in m and stay empty), and the table's † marker reads it.
 
 Only `read_store` talks to MLflow; every table and figure function takes DataFrames.
 """
@@ -196,10 +199,20 @@ class Results:
     runs: pd.DataFrame
 
 
+def _logged_mean_std(cell_runs: pd.DataFrame, metric: str) -> tuple[float, float]:
+    """Mean and population std over a cell's fold runs of a metric the job logged; NaN for runs without it.
+
+    The integrated Brier score and td-AUC need the bin edges, which only the job holds, so they come
+    from the runs' metrics rather than from predictions.csv.
+    """
+    if metric not in cell_runs.columns:
+        return float("nan"), float("nan")
+    return stats.mean_std(cell_runs[metric])
+
+
 def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT) -> Results:
     """Per-fold scores, pooled C, KM groups and all pairwise tests, in sorted (cohort, model) order."""
     scores, summary, groups, pairwise = [], [], [], []
-    n_seeds = runs["seed"].nunique()
     for cohort in cohort_order(preds["cohort"]):
         pooled = {}
         fold_tables = {}
@@ -214,30 +227,35 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT)
             _, p_lr = stats.logrank(g["time"], g["event"], g["high"])
             c_mean, c_std = stats.mean_std(fs["c_index"])
             i_mean, i_std = stats.mean_std(fs["c_index_ipcw"])
+            cell_runs = runs[(runs["cohort"] == cohort) & (runs["model"] == model)]
+            ibs, ibs_std = _logged_mean_std(cell_runs, "ibs")
+            auc, auc_std = _logged_mean_std(cell_runs, "td_auc")
             summary.append({"cohort": cohort, "model": model, "n_fold_runs": len(fs),
                             "c_mean": c_mean, "c_std": c_std, "ipcw_mean": i_mean, "ipcw_std": i_std,
+                            "ibs": ibs, "ibs_std": ibs_std, "td_auc": auc, "td_auc_std": auc_std,
                             "pooled_c": pooled[model].estimate, "pooled_ci_low": pooled[model].ci_low,
                             "pooled_ci_high": pooled[model].ci_high, "km_n_high": int(g["high"].sum()),
                             "km_n_low": int((~g["high"]).sum()), "logrank_p": p_lr})
         models = sorted(pooled)
         for i, a in enumerate(models):
             for b in models[i + 1:]:
-                diffs, ratio = stats.paired_fold_diffs(fold_tables[a], fold_tables[b])
-                _, p_t = stats.corrected_ttest(diffs, ratio)
-                row = {"cohort": cohort, "model_a": a, "model_b": b,
-                       "mean_diff": float(np.nanmean(diffs)) if np.isfinite(diffs).any() else np.nan,
-                       "t_corrected_p": p_t}
+                paired = stats.paired_fold_diffs(fold_tables[a], fold_tables[b])
+                test = stats.corrected_ttest(paired.diffs, paired.ratio)
+                finite = paired.diffs[np.isfinite(paired.diffs)]
+                row = {"cohort": cohort, "model_a": a, "model_b": b, "n_folds": finite.size,
+                       "n_seeds": paired.n_seeds, "df": test.df,
+                       "mean_diff": float(finite.mean()) if finite.size else np.nan,
+                       "t_corrected_p": test.p, "t_undefined": test.reason}
                 if pooled[a].resampling == pooled[b].resampling:
                     boot = stats.paired_bootstrap(pooled[a], pooled[b])
                     row.update(pooled_diff=boot.diff, boot_ci_low=boot.ci_low, boot_ci_high=boot.ci_high, boot_p=boot.p)
                 else:  # the two models were not scored on the same patients: no pairing is possible
                     row.update(pooled_diff=pooled[a].estimate - pooled[b].estimate,
                                boot_ci_low=np.nan, boot_ci_high=np.nan, boot_p=np.nan)
-                if n_seeds >= 2:
-                    row["wilcoxon_p"] = stats.wilcoxon_p(diffs, n_seeds)[0]
+                row["wilcoxon_p"] = stats.wilcoxon_p(paired.diffs)[0]
                 pairwise.append(row)
-    columns = ["cohort", "model_a", "model_b", "mean_diff", "t_corrected_p", "pooled_diff", "boot_ci_low",
-               "boot_ci_high", "boot_p", "holm_p"] + (["wilcoxon_p"] if n_seeds >= 2 else [])
+    columns = ["cohort", "model_a", "model_b", "n_folds", "n_seeds", "df", "mean_diff", "t_corrected_p", "t_undefined",
+               "pooled_diff", "boot_ci_low", "boot_ci_high", "boot_p", "holm_p", "wilcoxon_p"]
     pw = pd.DataFrame(pairwise, columns=[c for c in columns if c != "holm_p"])
     pw.insert(columns.index("holm_p"), "holm_p", stats.holm(pw["t_corrected_p"]) if len(pw) else [])
     return Results(pd.concat(scores, ignore_index=True), pd.DataFrame(summary), pw,
@@ -326,7 +344,10 @@ def _events_text(scores: pd.DataFrame) -> str:
 
 def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: float) -> str:
     folds, seeds = facts["folds"], facts["seeds"]
-    n_tests = int(res.pairwise["holm_p"].notna().sum())
+    n_tests = len(res.pairwise)
+    n_undefined = int(res.pairwise["t_corrected_p"].isna().sum())
+    undefined = (f"; {n_undefined} of them undefined (no p, see t_undefined), still counted in Holm's m"
+                 if n_undefined else "")
     tuning = ("paper default hyperparameters, no tuning" if facts["protocol"] == "paper"
               else f"Optuna trials per job: {facts['trials']}")
     text = (f"Harrell's C-index on the held-out fold, mean ± population std over folds × seeds. "
@@ -334,9 +355,10 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
             f"({', '.join(map(str, folds))}); seeds: {len(seeds)} ({', '.join(map(str, seeds))}); "
             f"{tuning}; profile: {facts['profile']}. "
             f"Bold: best mean per cohort. †: worse than that cohort's best at p < {alpha} by the Nadeau-Bengio "
-            f"corrected paired t-test over (fold, seed) pairs, Holm-corrected over all {n_tests} pairwise "
-            f"comparisons in pairwise_tests.csv (which also holds the paired patient bootstrap of the pooled C"
-            f"{' and the Wilcoxon signed-rank test' if len(seeds) >= 2 else ''}). "
+            f"corrected paired t-test over folds (each model's C averaged over seeds within a fold, so "
+            f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons in pairwise_tests.csv"
+            f"{undefined} (which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
+            f"signed-rank test on the fold differences, descriptive only). "
             f"Mean rank: 1 = best, over cohorts; "
             + (f"Friedman p {_fmt_p(fri_p)}." if not fri_reason else f"no Friedman test ({fri_reason})."))
     text += " " + _events_text(res.scores)
@@ -409,6 +431,61 @@ def write_table(table: CIndexTable, out: Path) -> list[Path]:
                  " & ".join(tex[0]) + " \\\\", "\\hline", *body, "\\hline", "\\end{tabular}", "\\end{table}"]
     tex_path.write_text("\n".join(tex_lines) + "\n", encoding="utf-8")
     return [csv_path, md_path, tex_path]
+
+
+def _mean_pm_std(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(mean) else "n/a"
+
+
+def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
+    """Header plus one row per model: IBS and td-AUC mean ± std per cohort, then their means over cohorts.
+
+    `fmt` is csv or md; md bolds the lowest IBS of each cohort (lower is better).
+    """
+    s = res.summary
+    cohorts, models = cohort_order(s["cohort"]), sorted(s["model"].unique())
+    cells = s.set_index(["cohort", "model"])
+    best = s.groupby("cohort")["ibs"].min()
+    out = [["Model"] + [f"{c.upper()} {m}" for c in cohorts for m in ("IBS", "td-AUC")] + ["Mean IBS", "Mean td-AUC"]]
+    for model in models:
+        row = [display(model)]
+        for cohort in cohorts:
+            if (cohort, model) not in cells.index:
+                row += ["n/a", "n/a"]
+                continue
+            r = cells.loc[(cohort, model)]
+            ibs = _mean_pm_std(r["ibs"], r["ibs_std"])
+            if fmt == "md" and np.isfinite(r["ibs"]) and r["ibs"] == best[cohort]:
+                ibs = f"**{ibs}**"
+            row += [ibs, _mean_pm_std(r["td_auc"], r["td_auc_std"])]
+        means = s.loc[s["model"] == model, ["ibs", "td_auc"]].mean()
+        row += [f"{v:.3f}" if np.isfinite(v) else "n/a" for v in (means["ibs"], means["td_auc"])]
+        out.append(row)
+    return out
+
+
+def calibration_caption(res: Results) -> str:
+    facts = _experiment_facts(res.runs)
+    return ("Integrated Brier score (IBS, lower is better; a constant survival of 0.5 scores 0.25) of each fold "
+            "model's discrete survival curves S_1..S_k, read at the bin edges that lie inside the test fold's "
+            "follow-up and below the largest training time, with censoring weights from the training fold; and "
+            "the mean cumulative/dynamic AUC of 1 - S(t) at the same edges (td-AUC, 0.5 = no ranking). Mean ± "
+            f"population std over folds × seeds. Protocol: {facts['protocol']}; data: {facts['data']}; folds: "
+            f"{len(facts['folds'])}; seeds: {len(facts['seeds'])}. Bold: lowest IBS per cohort. n/a: undefined "
+            "(fewer than two scorable edges, no test death before them) or not logged by the run.")
+
+
+def write_calibration_table(res: Results, out: Path) -> list[Path]:
+    """calibration_table.csv and .md, beside cindex_table.*; fixed formatting so a rerun is byte-identical."""
+    csv_path, md_path = out / "calibration_table.csv", out / "calibration_table.md"
+    plain = calibration_rows(res, "csv")
+    pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
+    md = calibration_rows(res, "md")
+    lines = [f"**Table.** {calibration_caption(res)}", "", "| " + " | ".join(md[0]) + " |",
+             "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [csv_path, md_path]
 
 
 def write_csvs(res: Results, out: Path) -> list[Path]:
@@ -632,7 +709,8 @@ def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path) -> list[Path]:
     """Every table and figure from DataFrames; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
     res = analyse(runs, preds)
-    return write_table(cindex_table(res), out) + write_csvs(res, out) + write_figures(res, out)
+    return (write_table(cindex_table(res), out) + write_calibration_table(res, out) + write_csvs(res, out)
+            + write_figures(res, out))
 
 
 def main(argv: list[str] | None = None) -> int:

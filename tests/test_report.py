@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.image import imread
+from scipy import stats as sps
 
 from bench import report
 from bench.errors import cli_main
@@ -38,19 +40,28 @@ def fold_predictions(cohort_seed: int, n: int, folds: int, strength: float, mode
     return out
 
 
-def analysed(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protocol: str = "nested",
-             data: str = "synthetic", seeds=(1,)) -> report.Results:
-    """DataFrames as read_store returns them, analysed with a small bootstrap; no MLflow involved."""
+def frames(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protocol: str = "nested",
+           data: str = "synthetic", seeds=(1,), logged: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, predictions) as read_store returns them; `logged` = {model: base IBS} adds the job's calibration
+    metrics, ibs = base + 0.01 * fold and td_auc = 1 - ibs."""
     runs, preds = [], []
     for c, cohort in enumerate(cohorts):
         for m, (model, strength) in enumerate(sorted(models.items())):
             for seed in seeds:
                 for k, table in enumerate(fold_predictions(c, n, folds, strength, 10 * m + seed)):
+                    metrics = {}
+                    if logged is not None:
+                        metrics = {"ibs": logged[model] + 0.01 * k, "td_auc": 1 - logged[model] - 0.01 * k}
                     runs.append({"run_id": f"{cohort}-{model}-{k}-{seed}", "model": model, "cohort": cohort, "fold": k,
                                  "protocol": protocol, "data": data, "seed": seed, "trials": "4", "profile": "quick",
-                                 "oracle_c_index": 0.75 if data == "synthetic" else np.nan})
+                                 "oracle_c_index": 0.75 if data == "synthetic" else np.nan, **metrics})
                     preds.append(table.assign(model=model, cohort=cohort, seed=seed, fold=k))
-    return report.analyse(pd.DataFrame(runs), pd.concat(preds, ignore_index=True), n_boot=200)
+    return pd.DataFrame(runs), pd.concat(preds, ignore_index=True)
+
+
+def analysed(models: dict, **kwargs) -> report.Results:
+    """`frames` analysed with a small bootstrap; no MLflow involved."""
+    return report.analyse(*frames(models, **kwargs), n_boot=200)
 
 
 def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
@@ -75,14 +86,64 @@ def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
     assert latex[1 + sorted(["good", "twin", "bad"]).index("bad")][1].endswith("$^\\dagger$")
 
 
-def test_wilcoxon_column_and_caption_only_with_several_seeds():
-    one = analysed({"a": 1.0, "b": 0.5}, folds=3, n=30)
-    two = analysed({"a": 1.0, "b": 0.5}, folds=3, n=30, seeds=(1, 2))
-    assert "wilcoxon_p" not in one.pairwise.columns and "Wilcoxon" not in report.cindex_table(one).caption
-    assert two.pairwise["wilcoxon_p"].between(0, 1).all() and "Wilcoxon" in report.cindex_table(two).caption
-    assert two.summary["n_fold_runs"].tolist() == [6, 6]
+def test_pairwise_tests_average_seeds_within_folds_two_seeds_five_folds_df_four():
+    one = analysed({"a": 1.0, "b": 0.5}, folds=5, n=50)
+    two = analysed({"a": 1.0, "b": 0.5}, folds=5, n=50, seeds=(1, 2))
+    row = two.pairwise.iloc[0]
+    assert (row["n_folds"], row["n_seeds"], row["df"]) == (5, 2, 4.0)
+    assert (one.pairwise.iloc[0]["n_seeds"], one.pairwise.iloc[0]["df"]) == (1, 4.0)
+    # the same p as the t-test on each model's seed-averaged C per fold, computed by hand from the scores
+    means = two.scores.groupby(["model", "fold"])["c_index"].mean().unstack("model")
+    assert means.shape == (5, 2)
+    d = (means["a"] - means["b"]).to_numpy()
+    t = d.mean() / np.sqrt(d.var(ddof=1) * (1 / 5 + 10 / 40))
+    assert row["t_corrected_p"] == pytest.approx(2 * sps.t.sf(abs(t), 4), rel=1e-9)
+    assert row["mean_diff"] == pytest.approx(d.mean())
+    assert row["wilcoxon_p"] == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert "wilcoxon_p" in one.pairwise.columns  # on the fold differences, with one seed too
+    caption = report.cindex_table(two).caption
+    assert "df = folds - 1" in caption and "descriptive only" in caption and "seeds: 2 (1, 2)" in caption
+    assert two.summary["n_fold_runs"].tolist() == [10, 10]
     assert two.groups["seed"].unique().tolist() == [1]  # KM uses one seed, so each patient appears once
-    assert "seeds: 2 (1, 2)" in report.cindex_table(two).caption
+
+
+def test_undefined_comparisons_count_in_holm_and_the_caption_says_how_many():
+    runs, preds = frames({"a": 1.0, "b": 0.5}, cohorts=("blca", "luad"), n=60, folds=3)
+    no_events = (preds["cohort"] == "blca") & (preds["split"] == "test") & (preds["fold"] > 0)
+    preds.loc[no_events, "event"] = 0  # BLCA keeps one fold with a defined C: no t-test there
+    with pytest.warns(UserWarning):
+        res = report.analyse(runs, preds, n_boot=200)
+    pw = res.pairwise.set_index("cohort")
+    assert math.isnan(pw.loc["blca", "t_corrected_p"]) and math.isnan(pw.loc["blca", "holm_p"])
+    assert pw.loc["blca", "n_folds"] == 1 and "needs >= 2 paired fold differences" in pw.loc["blca", "t_undefined"]
+    p = pw.loc["luad", "t_corrected_p"]
+    assert 0 < p < 0.5 and pw.loc["luad", "holm_p"] == pytest.approx(2 * p)  # m = 2, the undefined one included
+    caption = report.cindex_table(res).caption
+    assert "all 2 pairwise comparisons in pairwise_tests.csv; 1 of them undefined" in caption
+
+
+def test_calibration_means_go_to_the_summary_and_their_own_table(tmp_path):
+    res = analysed({"abmil": 1.0, "ghanet": 2.0}, cohorts=("blca", "luad"), n=30, folds=4,
+                   logged={"abmil": 0.20, "ghanet": 0.15})
+    s = res.summary.set_index(["cohort", "model"])
+    # per fold k the run logged ibs = base + 0.01 k and td_auc = 1 - ibs: over folds 0..3, mean base + 0.015
+    assert s.loc[("blca", "ghanet"), "ibs"] == pytest.approx(0.165)
+    assert s.loc[("luad", "abmil"), "ibs_std"] == pytest.approx(np.std([0.0, 0.01, 0.02, 0.03]))
+    assert s.loc[("blca", "abmil"), "td_auc"] == pytest.approx(0.785)
+    report.write_csvs(res, tmp_path)
+    summary = pd.read_csv(tmp_path / "cindex_summary.csv")
+    assert {"ibs", "td_auc"} <= set(summary.columns)
+    files = report.write_calibration_table(res, tmp_path)
+    assert [f.name for f in files] == ["calibration_table.csv", "calibration_table.md"]
+    table = pd.read_csv(tmp_path / "calibration_table.csv").set_index("Model")
+    assert list(table.columns) == ["BLCA IBS", "BLCA td-AUC", "LUAD IBS", "LUAD td-AUC", "Mean IBS", "Mean td-AUC"]
+    assert table.loc["G-HANet", "BLCA IBS"] == "0.165 ± 0.011" and table.loc["ABMIL", "Mean td-AUC"] == pytest.approx(0.785)
+    md = (tmp_path / "calibration_table.md").read_text(encoding="utf-8")
+    assert "| G-HANet | **0.165 ± 0.011** |" in md and "**0.215" not in md  # lower is better: G-HANet bold
+    assert "Integrated Brier score" in md and "lower is better" in md and "training fold" in md
+    unlogged = analysed({"abmil": 1.0}, n=30, folds=3)  # runs that logged no calibration: n/a, never 0
+    assert unlogged.summary["ibs"].isna().all()
+    assert report.calibration_rows(unlogged, "csv")[1][1:] == ["n/a"] * 4
 
 
 def test_caption_gives_each_cohorts_range_of_test_events():
@@ -194,7 +255,8 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "bench.report", "--tracking-uri", uri, "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "cindex_summary.csv", "pairwise_tests.csv",
+    names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "calibration_table.csv", "calibration_table.md",
+             "cindex_summary.csv", "pairwise_tests.csv",
              "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")
                                                                 for m in ("abmil", "ghanet")]
     for name in names:
