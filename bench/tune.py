@@ -4,7 +4,8 @@ The inner split is carved from the outer training patients (stratified by event 
 and the genomic scaler are fitted on the inner training part; trials are pruned on the inner
 C-index per epoch. The outer `val` fold is never read here. Studies live in a journal file, so an
 interrupted study resumes: RUNNING trials of a dead attempt are marked FAIL and only the remaining
-budget (COMPLETE + PRUNED count) is run.
+budget (COMPLETE + PRUNED count) is run. A trial whose training fails or whose inner-val C is undefined
+returns NaN, which Optuna records as FAIL, with the reason in the trial's `failure` attribute.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def open_study(storage: Path | str, name: str, seed: int) -> optuna.Study:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1),
     )
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
     return study
 
 
@@ -86,14 +87,18 @@ def tune(model: str, make_inner: Callable[[], tuple[PatientSet, PatientSet]], ba
         except TrainingError as err:
             trial.set_user_attr("failure", str(err))
             return float("nan")  # Optuna records a NaN objective as a failed trial
-        return last["c"] if not math.isnan(last["c"]) else 0.5
+        if math.isnan(last["c"]):  # scoring it 0.5 would tie every such trial and let the first one win
+            trial.set_user_attr("failure", "inner-val C-index undefined (no comparable pair in the inner val split)")
+        return last["c"]
 
     remaining = max(0, n_trials - len(done))
     if remaining:
         study.optimize(objective, n_trials=remaining, catch=())
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not finished:
-        raise TrainingError(f"{model}: every tuning trial failed or was pruned; see the trials table")
+        reasons = sorted({t.user_attrs.get("failure", "") for t in study.trials} - {""})
+        raise TrainingError(f"{model}: every tuning trial failed or was pruned"
+                            + (f" ({'; '.join(reasons)})" if reasons else ""))
     best = max(finished, key=lambda t: t.value)
     table = study.trials_dataframe(attrs=("number", "value", "state", "params", "user_attrs"))
     return {**base_params, **best.user_attrs["params"]}, table

@@ -17,7 +17,7 @@ from bench.fold import PatientSet
 from bench.jobs import Job, SweepSettings, load_cohort_data, run_job
 from bench.profiles import PROFILES
 from bench.tracking import Tracker
-from bench.train import TrainSettings
+from bench.train import TrainingError, TrainSettings
 from bench.tune import inner_split, open_study, tune
 from models import get_model_class
 from tests.test_run import artifact_csv, runs_of, store_uri, tiny_root
@@ -148,3 +148,16 @@ def test_nested_job_never_reads_outer_val_labels(tmp_path_factory, tmp_path, mon
     test = clean["split"] == "test"
     assert not np.array_equal(clean.loc[test, "time"], poisoned.loc[test, "time"]), "the scramble did not reach the job"
     np.testing.assert_array_equal(clean.loc[~test, ["time", "event"]], poisoned.loc[~test, ["time", "event"]])
+
+
+def test_undefined_inner_c_fails_the_trial_instead_of_scoring_half(tmp_path):
+    """An inner val split without a comparable pair gives no C: each trial is FAIL with the reason, never 0.5."""
+    inner_train, inner_val = genomic_set(24, seed=1), genomic_set(10, seed=2)
+    inner_val.event = np.zeros_like(inner_val.event)  # nobody died: no pair is comparable
+    settings = TrainSettings.from_params(SNN_BASE, seed=1)
+    study = open_study(tmp_path / "study.log", "s", 1)
+    with pytest.warns(UserWarning, match="C-index undefined"):
+        with pytest.raises(TrainingError, match="every tuning trial failed.*inner-val C-index undefined"):
+            tune("snn", lambda: (inner_train, inner_val), SNN_BASE, settings, 2, study)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert all(t.value is None and "undefined" in t.user_attrs["failure"] for t in study.trials)
