@@ -50,8 +50,13 @@ class TrainSettings:
 
 @dataclass
 class FitResult:
+    """Per-epoch mean loss per drawn patient: `train_loss` = `loss_nll` + `loss_aux` (the model's extra
+    term, e.g. G-HANet's reconstruction; empty for models without one). The L1 penalty is in none."""
+
     model: SurvivalModel
     train_loss: list[float] = field(default_factory=list)
+    loss_nll: list[float] = field(default_factory=list)
+    loss_aux: list[float] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -122,7 +127,8 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
     opt.zero_grad(set_to_none=True)
     for epoch, draws in enumerate(balanced_draws(train.bins, train.event, settings.epochs, gen)):
         model.train()
-        total = 0.0
+        total = nll_total = aux_total = 0.0
+        has_aux = False
         for start in range(0, len(draws), settings.grad_accum):
             step = draws[start : start + settings.grad_accum]
             for mb in _chunks(train, step, micro):
@@ -131,10 +137,9 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
                 cens = torch.as_tensor(1 - train.event[mb], device=settings.device, dtype=torch.float32)
                 with _autocast(settings):
                     out = model(wsi=wsi, mask=mask, omics=omics)
-                    per_patient = nll_loss(out.logits.float(), bins, cens, settings.alpha)
+                    nll = nll_loss(out.logits.float(), bins, cens, settings.alpha)
                     extra = model.extra_loss(out, omics)
-                    if extra is not None:
-                        per_patient = per_patient + extra.float()
+                    per_patient = nll if extra is None else nll + extra.float()
                 loss = per_patient.sum() / settings.grad_accum
                 if settings.l1_reg:
                     loss = loss + len(mb) * settings.l1_reg * sum(p.abs().sum() for p in model.parameters())
@@ -143,12 +148,19 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
                                         "the run is marked failed, the sweep goes on")
                 loss.backward()
                 total += float(per_patient.detach().sum())
+                nll_total += float(nll.detach().sum())
+                if extra is not None:
+                    has_aux = True
+                    aux_total += float(extra.detach().float().sum())
             pending += len(step)
             if pending >= settings.grad_accum:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 pending = 0
         result.train_loss.append(total / len(draws))
+        result.loss_nll.append(nll_total / len(draws))
+        if has_aux:
+            result.loss_aux.append(aux_total / len(draws))
         if on_epoch is not None:
             on_epoch(epoch, model)
     return result

@@ -133,3 +133,15 @@ def test_same_seed_same_c_index():
     assert c[0] == c_index(pred["time"], pred["event"], pred["risk"])
     assert runs[0].train_loss == runs[1].train_loss
     assert runs[0].train_loss != runs[2].train_loss
+
+
+def test_loss_curves_split_the_nll_from_the_models_extra_loss():
+    """G-HANet's reconstruction term is its own curve; train_loss stays their sum; ABMIL has no extra curve."""
+    train = tiny_set()
+    settings = TrainSettings(epochs=2, grad_accum=8, micro_batch=8)
+    ghanet = fit("ghanet", train, {}, settings)
+    assert len(ghanet.loss_nll) == len(ghanet.loss_aux) == len(ghanet.train_loss) == 2
+    assert all(a > 0 for a in ghanet.loss_aux)
+    np.testing.assert_allclose(ghanet.train_loss, np.add(ghanet.loss_nll, ghanet.loss_aux), rtol=1e-6)
+    abmil = fit("abmil", train, {"dropout": 0.25}, settings)
+    assert abmil.loss_aux == [] and abmil.loss_nll == abmil.train_loss and len(abmil.loss_nll) == 2
