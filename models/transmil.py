@@ -6,7 +6,9 @@ TransLayer x + NystromAttention(LN(x)) (8 heads x 64, 256 landmarks, 6 pinv iter
 residual conv, dropout 0.1); PPEG (depthwise convs 7/5/3 + identity over the HxW patch grid,
 cls passed through); a second TransLayer; LayerNorm; cls -> Linear(512->n_bins) hazard logits.
 Attention is the `nystrom-attention` package the official code imports, so it is the same
-computation, padding and landmark pooling included.
+computation, padding and landmark pooling included; bags of at most 225 patches (256 tokens) take
+its exact short-sequence path (models/nystrom.py): the same numbers in K = tokens + 1 dimensions
+instead of 256, pinned against the library by tests (outputs and every gradient).
 
 Not batchable: the square padding and the Nystrom landmarks depend on each bag's length (the
 package's pseudo-inverse even scales by a maximum over the whole batch), so a padded batch is
@@ -23,9 +25,9 @@ from __future__ import annotations
 import math
 
 import torch
-from nystrom_attention import NystromAttention
 from torch import nn
 
+from .nystrom import NystromAttention
 from .base import WSI, REFERENCE_OPTIM, SurvivalModel, SurvivalOutput, as_batch, require
 from .registry import DEFAULT_OMIC_SIZES, register_model
 
