@@ -21,6 +21,7 @@ from bench.tracking import Tracker
 
 Report = Callable[[JobResult], None]
 CohortLoader = Callable[[str], CohortData]
+Notice = Callable[[Job, str], None]  # a job reruns although it finished under other inputs: why
 
 
 class InProcessExecutor:
@@ -30,7 +31,8 @@ class InProcessExecutor:
         self.threads = threads
 
     def run(self, jobs: list[Job], settings: SweepSettings, tracker: Tracker, cohorts: CohortLoader, report: Report,
-            progress: Callable[[Job, str], None] = lambda job, text: None) -> None:
+            progress: Callable[[Job, str], None] = lambda job, text: None,
+            notice: Notice = lambda job, text: None) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
         for job in jobs:
@@ -39,6 +41,8 @@ class InProcessExecutor:
             if isinstance(opened, JobResult):
                 report(opened)
                 continue
+            if opened.rerun_reason:
+                notice(job, opened.rerun_reason)
             report(close_job(opened, compute_job(job, settings, cd, lambda text, job=job: progress(job, text)), tracker))
 
 
@@ -68,7 +72,8 @@ class ProcessPoolExecutor:
         self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     def run(self, jobs: list[Job], settings: SweepSettings, tracker: Tracker, cohorts: CohortLoader, report: Report,
-            progress: Callable[[Job, str], None] = lambda job, text: None) -> None:
+            progress: Callable[[Job, str], None] = lambda job, text: None,
+            notice: Notice = lambda job, text: None) -> None:
         ctx = mp.get_context("spawn")
         with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                     initargs=(self.threads,)) as pool:
@@ -78,6 +83,8 @@ class ProcessPoolExecutor:
                 if isinstance(opened, JobResult):
                     report(opened)
                     continue
+                if opened.rerun_reason:
+                    notice(job, opened.rerun_reason)
                 running[pool.submit(_compute_in_worker, job, settings)] = opened
             for future in cf.as_completed(running):
                 opened = running[future]

@@ -1,7 +1,9 @@
 """One sweep job = (model, cohort, fold, seed): tune (nested) or not (paper), refit, score, log.
 
-The job function is idempotent: a job whose FINISHED fold run exists is skipped; runs left
-RUNNING by a dead attempt are marked KILLED; the Optuna study resumes from its journal.
+The job function is idempotent: a job whose FINISHED fold run exists is skipped; a run left
+unfinished by a dead or failed attempt is resumed (same run id); the Optuna study resumes from its
+journal. The job key covers every input that defines the result (settings, split, features, data
+root, precision, device type, suite version), so a changed input reruns the job.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import subprocess
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -25,10 +26,11 @@ from bench.data.semisynth import ensure_features
 from bench.errors import BenchError
 from bench.fold import make_fold
 from bench.profiles import Profile
+from bench.provenance import features_fingerprint, git_commit, suite_version
 from bench.splits import Split, load_folds
-from bench.stats import ipcw_c_index
+from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
 from bench.survival import c_index, fit_bin_edges
-from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, Tracker
+from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, SETTING_TAGS, Tracker
 from bench.train import TrainingError, TrainSettings, fit, predict
 from bench.tune import inner_split, open_study, tune
 from models import WSI, get_model_class
@@ -68,6 +70,7 @@ class JobResult:
     c_index: float = float("nan")
     seconds: float = 0.0
     reason: str = ""
+    rerun_reason: str = ""  # why a job with a finished run under other inputs ran again
 
 
 @dataclass
@@ -78,15 +81,7 @@ class CohortData:
     folds: dict[int, Split]
     store: FeatureStore
     dropped: list[str] = field(default_factory=list)
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    features: dict = field(default_factory=dict)  # `features_fingerprint` of the slides the sweep reads
 
 
 def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
@@ -109,13 +104,35 @@ def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
             cohort.truth = cohort.truth.loc[keep]
         folds = {k: Split(tuple(c for c in s.train if c in set(keep)), tuple(c for c in s.val if c in set(keep)), s.path, s.sha256)
                  for k, s in folds.items()}
-    return CohortData(cohort, folds, store, missing)
+    slides = [s for patient in cohort.patients["slides"] for s in patient]
+    return CohortData(cohort, folds, store, missing, features_fingerprint(store, slides))
 
 
-def job_key(job: Job, settings: SweepSettings, split_sha: str) -> str:
-    spec = {"job": job.__dict__, "protocol": settings.protocol, "data": settings.data, "split": split_sha,
-            "profile": settings.profile.as_dict(), "trials": settings.trials,
-            "variant": settings.table_variants.get(job.cohort)}
+# What each protocol does that a reader of a run or a table must know (tags `bins_cut_on`, `scored_epoch`).
+PROTOCOL_FACTS = {
+    "nested": {"bins_cut_on": "outer training fold", "scored_epoch": "last"},
+    "paper": {"bins_cut_on": "whole cohort, including the scored fold", "scored_epoch": "last"},
+}
+
+
+def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str, str]:
+    """The `SETTING_TAGS` of a job's runs: every input besides (model, cohort, fold, seed) its result depends on.
+
+    The features fingerprint counts for every model, WSI or not: the feature files decide which patients a
+    sweep keeps (--on-missing skip). Device is its type (cpu, cuda, mps), never its index.
+    """
+    p = settings.profile
+    tags = {"protocol": settings.protocol, "data": settings.data, "profile": p.name, "epochs": str(p.epochs),
+            "grad_accum": str(p.grad_accum), "inner_val_fraction": str(p.inner_val_fraction),
+            "trials": str(settings.trials), "table_variant": settings.table_variants.get(job.cohort) or "default",
+            "data_root": str(settings.root.root.resolve()), **cd.features, "precision": settings.precision,
+            "device": settings.device.split(":")[0], "suite_version": suite_version()}
+    return tags
+
+
+def job_key(job: Job, settings: SweepSettings, cd: CohortData) -> str:
+    """Hash of the job, its split file and its settings: the same key means the same result."""
+    spec = {"job": job.__dict__, "split": cd.folds[job.fold].sha256, **setting_tags(job, settings, cd)}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -126,33 +143,51 @@ class OpenJob:
     job: Job
     run_id: str
     parent_id: str
+    rerun_reason: str = ""
 
 
-def parent_tags(job: Job, settings: SweepSettings) -> dict:
-    """Tags of the (model, cohort) parent run a job's fold run hangs under."""
-    return {"model": job.model, "cohort": job.cohort, "protocol": settings.protocol, "data": settings.data,
-            "seed": str(job.seed), "profile": settings.profile.name, "trials": str(settings.trials),
-            "table_variant": settings.table_variants.get(job.cohort) or "default"}
+def parent_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict:
+    """Tags of the (model, cohort, seed) parent run a job's fold runs hang under: one per set of settings.
+
+    Not the device type: under Ray it is known only inside the task, and a fold rerun on another device
+    replaces its earlier run in the parent's mean.
+    """
+    tags = setting_tags(job, settings, cd)
+    del tags["device"]
+    return {"model": job.model, "cohort": job.cohort, "seed": str(job.seed), **tags,
+            **PROTOCOL_FACTS[settings.protocol]}
 
 
 def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
              extra_tags: dict | None = None) -> OpenJob | JobResult:
-    """Driver side: a finished job gives its `JobResult` (skip); else stale runs are KILLED and a fold run starts."""
+    """Driver side: a finished job gives its `JobResult` (skip); else its unfinished run resumes or a fold run starts."""
     split = cd.folds[job.fold]
-    key = job_key(job, settings, split.sha256)
+    key = job_key(job, settings, cd)
     done = tracker.finished_fold(key)
     if done is not None:
         return JobResult(job, "skipped", done.data.metrics.get("c_index", float("nan")))
-    tracker.kill_stale(key)
-    tags = parent_tags(job, settings)
-    parent = tracker.parent(tags)
-    fold_tags = {**tags, "fold": str(job.fold), "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
-                 "device": settings.device, "precision": settings.precision, "torch_version": torch.__version__,
-                 "dropped_patients": str(len(cd.dropped)),
+    parent = tracker.parent(parent_tags(job, settings, cd))
+    identity = {"model": job.model, "cohort": job.cohort, "fold": str(job.fold), "seed": str(job.seed)}
+    fold_tags = {**identity, **setting_tags(job, settings, cd), **PROTOCOL_FACTS[settings.protocol],
+                 "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
+                 "torch_version": torch.__version__, "dropped_patients": str(len(cd.dropped)),
                  **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")},
                  **(extra_tags or {})}
+    run_id = tracker.resume(key, fold_tags)
+    if run_id is not None:
+        return OpenJob(job, run_id, parent)
     run_id = tracker.start_fold(parent, fold_tags, f"{job.model}/{job.cohort}/fold{job.fold}/seed{job.seed}")
-    return OpenJob(job, run_id, parent)
+    return OpenJob(job, run_id, parent, rerun_reason(tracker.latest_finished(identity), fold_tags))
+
+
+def rerun_reason(earlier, tags: dict) -> str:
+    """Why a job that finished before under other inputs runs again: the settings that differ, old -> new."""
+    if earlier is None:
+        return ""
+    old = earlier.data.tags
+    changed = [f"{t} {old.get(t, '(not recorded)')} -> {tags[t]}" for t in (*SETTING_TAGS, "split_sha256")
+               if old.get(t) != tags[t]]
+    return "; ".join(changed) or "the job key (same recorded settings: a tag this suite version does not record)"
 
 
 @dataclass
@@ -185,13 +220,14 @@ def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:
     seconds = outcome.seconds
     if outcome.error:
         tracker.end(opened.run_id, "FAILED", outcome.error)
-        return JobResult(opened.job, "failed", seconds=seconds, reason=outcome.error)
+        return JobResult(opened.job, "failed", seconds=seconds, reason=outcome.error, rerun_reason=opened.rerun_reason)
     tracker.log_fold(opened.run_id, outcome.params, outcome.metrics, outcome.tables)
     tracker.log_curve(opened.run_id, "train_loss", outcome.train_loss)
     tracker.log_metric(opened.run_id, "job_seconds", seconds)
     tracker.end(opened.run_id, "FINISHED")
     tracker.update_parent(opened.parent_id)
-    return JobResult(opened.job, "finished", outcome.metrics.get("c_index", float("nan")), seconds)
+    return JobResult(opened.job, "finished", outcome.metrics.get("c_index", float("nan")), seconds,
+                     rerun_reason=opened.rerun_reason)
 
 
 def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData, progress=lambda s: None,
@@ -227,7 +263,7 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
             edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
             return make_fold(cohort, ids_tr, ids_va, edges, store)
 
-        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}_{job_key(job, s, split.sha256)}"
+        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}_{job_key(job, s, cd)}"
         storage = s.optuna_storage or s.optuna_dir / f"{study_name}.log"
         study = open_study(storage, study_name, job.seed)
         params, trials = tune(job.model, make_inner, base, TrainSettings.from_params(base, **speed), s.trials, study,

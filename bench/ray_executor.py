@@ -1,15 +1,14 @@
 """The Ray executor: one Ray task per sweep job, on a private local Ray or on a cluster.
 
 Each task runs the idempotent `run_job` itself (open, compute, close), so a retried attempt after
-a process death finds the dead attempt's fold run RUNNING and marks it KILLED, fails the dead
-trial in the job's own Optuna study and runs only the remaining budget. Ray retries process deaths
+a process death resumes the dead attempt's fold run (same run id), fails the dead trial in the
+job's own Optuna study and runs only the remaining budget. Ray retries process deaths
 only (`retry_exceptions=False`); a Python error from bad input fails the job once, on its run.
 Ray is an optional extra, imported here alone.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import torch
 
 from bench.data import DataRoot
 from bench.errors import BenchError
-from bench.jobs import CohortData, Job, JobResult, SweepSettings, job_key, load_cohort_data, parent_tags, run_job
+from bench.jobs import CohortData, Job, JobResult, SweepSettings, load_cohort_data, run_job, setting_tags
 from bench.splits import read_manifest
 from bench.tracking import Tracker, store_dir
 
@@ -108,7 +107,8 @@ class RayExecutor:
         self.out = out
 
     def run(self, jobs: list[Job], settings: SweepSettings, tracker: Tracker, cohorts: Callable[[str], CohortData],
-            report: Callable[[JobResult], None], progress=None) -> None:
+            report: Callable[[JobResult], None], progress=None,
+            notice: Callable[[Job, str], None] = lambda job, text: None) -> None:
         ray = import_ray()
         from ray.exceptions import RayError, RayTaskError
 
@@ -122,8 +122,6 @@ class RayExecutor:
             gpus = self._check_cluster(ray, settings, tracker, sorted({j.cohort for j in jobs}))
             task = ray.remote(ray_job).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=self.max_retries,
                                                retry_exceptions=False)
-            for tags in {json.dumps(parent_tags(j, settings), sort_keys=True) for j in jobs}:
-                tracker.parent(json.loads(tags))  # made here: concurrent tasks would each create one
             pending = {task.remote(job, settings, uri, tracker.experiment, self.job_progress): job for job in jobs}
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
@@ -133,9 +131,16 @@ class RayExecutor:
                 except RayTaskError as err:  # raised outside the job's own error handling: not retried
                     result = JobResult(job, "failed", reason=f"the Ray task raised {err.cause!r}")
                 except RayError as err:  # retries used up: the process died every time
-                    tracker.kill_stale(job_key(job, settings, cohorts(job.cohort).folds[job.fold].sha256))
-                    result = JobResult(job, "failed", reason=f"the Ray task's process died {self.max_retries + 1} time(s): "
-                                                             f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+                    reason = (f"the Ray task's process died {self.max_retries + 1} time(s): "
+                              f"{type(err).__name__}: {str(err).splitlines()[0][:300]}")
+                    # the job's run, found by its settings (all but the device type, which only the task resolved)
+                    tags = setting_tags(job, settings, cohorts(job.cohort))
+                    del tags["device"]
+                    tracker.fail_unfinished({"model": job.model, "cohort": job.cohort, "fold": str(job.fold),
+                                             "seed": str(job.seed), **tags}, reason)
+                    result = JobResult(job, "failed", reason=reason)
+                if result.rerun_reason:
+                    notice(job, result.rerun_reason)
                 report(result)
         finally:
             if started_here:

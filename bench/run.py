@@ -27,7 +27,7 @@ from bench.errors import BenchError, cli_main
 from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
-from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, store_dir, ui_command
+from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, runs_table_url, store_dir, ui_command
 from models import get_model_class, list_models
 
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
@@ -221,7 +221,20 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
         out(f"[{len(results)}/{len(jobs)}] {r.job.model} {r.job.cohort} fold {r.job.fold} seed {r.job.seed} | {detail} | "
             f"elapsed {_fmt_time(elapsed)}, ETA {_fmt_time(eta)}")
 
-    (executor or make_executor(workers)).run(jobs, settings, tracker, cohorts, report, progress)
+    noticed = set()
+
+    def notice(job: Job, reason: str):
+        """Name why finished jobs rerun once per kind of change, not once per job."""
+        kind = tuple(part.split(" ", 1)[0] for part in reason.split("; "))
+        if kind not in noticed:
+            noticed.add(kind)
+            if tty:
+                print("\r", end="")
+            print(f"rerunning jobs that finished before under other inputs, e.g. {job.model} {job.cohort} fold "
+                  f"{job.fold} seed {job.seed}: {reason}. Other jobs with the same change are not listed.",
+                  file=sys.stderr)
+
+    (executor or make_executor(workers)).run(jobs, settings, tracker, cohorts, report, progress, notice=notice)
     return results
 
 
@@ -257,7 +270,8 @@ def _main(argv: list[str] | None = None) -> int:
         per_model[r.job.model] += r.seconds
     print(f"\nwall time {time.perf_counter() - t0:.1f} s; by model: "
           + ", ".join(f"{m} {s:.1f} s" for m, s in sorted(per_model.items())))
-    print(f"browse the runs: {ui_command(uri)}")
+    print(f"browse the runs: {ui_command(uri)}\nthe experiment's runs table: "
+          f"{runs_table_url(uri, tracker.experiment_id)}")
     if failed:
         print(f"{len(failed)} of {len(results)} jobs FAILED (reasons are on their MLflow runs, tag failure_reason):",
               file=sys.stderr)

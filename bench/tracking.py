@@ -1,8 +1,10 @@
 """MLflow tracking: where runs live, the fixed names every run carries, and resume.
 
-One parent run per (model, cohort) and one child run per fold. A fold run starts RUNNING and is
-set FINISHED only after its metrics and `predictions.csv` are logged, so a killed job never
-looks finished; a job whose FINISHED fold run exists (same job key) is skipped on rerun.
+One parent run per (model, cohort, seed, settings) and one child run per fold: one run per job.
+A fold run starts RUNNING and is set FINISHED only after its metrics and `predictions.csv` are
+logged, so a killed job never looks finished; a job whose FINISHED fold run exists (same job key)
+is skipped on rerun, and an unfinished one (killed, failed) is resumed under the same run id.
+A parent spans its folds: it starts with its first fold and ends with its latest finished fold.
 The report reads only fold runs (tag `run_kind=fold`, status FINISHED).
 """
 
@@ -30,7 +32,11 @@ DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 RUN_KIND = "run_kind"            # tag: "parent" | "fold" | "report"
 PREDICTIONS_ARTIFACT = "predictions.csv"
-FOLD_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed", "split_sha256", "git_commit")
+# tags of every fold run that define its result besides (model, cohort, fold, seed): a changed one reruns
+# the job, and the report refuses a table whose runs differ in one
+SETTING_TAGS = ("protocol", "data", "profile", "epochs", "grad_accum", "inner_val_fraction", "trials",
+                "table_variant", "data_root", "features_dir", "features_width", "features_files", "features_hash",
+                "precision", "device", "suite_version")
 JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
 
@@ -52,6 +58,12 @@ def store_dir(uri: str) -> Path | None:
 
 def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def runs_table_url(uri: str, experiment_id: str) -> str:
+    """Where the experiment's runs table is: on a server its page, else the page `ui_command` serves."""
+    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}"
 
 
 class Tracker:
@@ -94,23 +106,53 @@ class Tracker:
         runs = self._search(f"tags.{JOB_KEY} = '{job_key}' and attributes.status = 'FINISHED'")
         return runs[0] if runs else None
 
-    def kill_stale(self, job_key: str) -> int:
-        """Mark fold runs left RUNNING by a dead attempt of this job as KILLED."""
-        stale = self._search(f"tags.{JOB_KEY} = '{job_key}' and attributes.status = 'RUNNING'")
+    def resume(self, job_key: str, tags: dict) -> str | None:
+        """The job's latest unfinished fold run (left RUNNING by a dead attempt, KILLED or FAILED), set back
+        to RUNNING with these tags, or None. A run that got params before it died is deleted instead: MLflow
+        params cannot change, and the rerun may choose others."""
+        runs = self._search(f"tags.{JOB_KEY} = '{job_key}' and attributes.status != 'FINISHED'")
+        if not runs:
+            return None
+        run = max(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+        if run.data.params:
+            self.client.delete_run(run.info.run_id)
+            return None
+        if "failure_reason" in run.data.tags:
+            self.client.delete_tag(run.info.run_id, "failure_reason")
+        self.client.log_batch(run.info.run_id, tags=[mlflow.entities.RunTag(k, str(v)) for k, v in sorted(tags.items())])
+        self.client.update_run(run.info.run_id, status="RUNNING")
+        return run.info.run_id
+
+    def latest_finished(self, tags: dict):
+        """The latest FINISHED fold run whose tags equal these (any settings), or None."""
+        where = " and ".join(f"tags.{k} = '{v}'" for k, v in sorted(tags.items()))
+        runs = self._search(f"tags.{RUN_KIND} = 'fold' and {where} and attributes.status = 'FINISHED'")
+        return max(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id)) if runs else None
+
+    def fail_unfinished(self, tags: dict, reason: str) -> int:
+        """Mark the RUNNING fold runs with these tags FAILED (a job whose process died every time it ran)."""
+        where = " and ".join(f"tags.{k} = '{v}'" for k, v in sorted(tags.items()))
+        stale = self._search(f"tags.{RUN_KIND} = 'fold' and {where} and attributes.status = 'RUNNING'")
         for run in stale:
-            self.client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.KILLED))
+            self.end(run.info.run_id, "FAILED", reason)
         return len(stale)
 
     def parent(self, tags: dict) -> str:
-        """The (model, cohort) parent run for these settings, created on first use."""
-        key = json.dumps(tags, sort_keys=True)
-        runs = self._search(f"tags.{RUN_KIND} = 'parent' and tags.parent_key = '{_digest(key)}'")
-        if runs:
-            return runs[0].info.run_id
-        run = self.client.create_run(self.experiment_id, run_name=f"{tags['model']}/{tags['cohort']}",
-                                     tags={**tags, RUN_KIND: "parent", "parent_key": _digest(key)})
-        self.client.set_terminated(run.info.run_id)
-        return run.info.run_id
+        """The parent run for these settings, created on first use (by its first fold, so it starts with it).
+
+        Jobs running at once (Ray tasks) may each create one: the earliest created stays, the others are
+        deleted by their creators, and every job ends up under the same parent.
+        """
+        key = _digest(json.dumps(tags, sort_keys=True))
+        where = f"tags.{RUN_KIND} = 'parent' and tags.parent_key = '{key}'"
+        if not (runs := self._search(where)):
+            mine = self.client.create_run(self.experiment_id, run_name=f"{tags['model']}/{tags['cohort']}",
+                                          tags={**tags, RUN_KIND: "parent", "parent_key": key}).info.run_id
+            self.client.set_terminated(mine)
+            runs = self._search(where)
+            if min(runs, key=_created).info.run_id != mine:
+                self.client.delete_run(mine)
+        return min(runs, key=_created).info.run_id
 
     def start_fold(self, parent_id: str, tags: dict, name: str) -> str:
         run = self.client.create_run(self.experiment_id, run_name=name,
@@ -144,7 +186,12 @@ class Tracker:
         (step, timestamp, value), so a fixed step and timestamp would show the largest mean ever logged.
         """
         runs = self._search(f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'FINISHED'")
-        values = pd.Series([r.data.metrics.get("c_index") for r in runs], dtype=float).dropna()
+        latest = {}  # per fold: a run on another device type shares the parent; its latest run counts
+        for r in sorted(runs, key=lambda r: (r.info.end_time or 0, r.info.run_id)):
+            latest[r.data.tags.get("fold")] = r
+        values = pd.Series([r.data.metrics.get("c_index") for r in latest.values()], dtype=float).dropna()
+        if latest:  # the parent spans its folds: it ends with the latest one
+            self.client.set_terminated(parent_id, end_time=max(r.info.end_time or 0 for r in latest.values()))
         if len(values):
             now, step = int(time.time() * 1000), len(values)
             self.client.log_batch(parent_id, metrics=[
@@ -167,6 +214,10 @@ def _probe_server(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(err, "reason", err)
         raise BenchError(f"the tracking server {uri} does not answer ({reason}). Start it first (mlflow server "
                          f"--host 127.0.0.1 --port PORT) or pass another --tracking-uri (default {DEFAULT_TRACKING_URI}).") from None
+
+
+def _created(run) -> tuple:
+    return run.info.start_time, run.info.run_id
 
 
 def _digest(text: str) -> str:

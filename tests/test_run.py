@@ -30,6 +30,7 @@ from bench.data.synth import synthesize
 from bench.run import main
 from bench.splits import read_split
 from bench.survival import c_index, fit_bin_edges
+from bench.tracking import SETTING_TAGS
 from models import SurvivalOutput, get_model_class, list_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,13 +122,27 @@ def test_sweep_records_fold_and_parent_runs(tmp_path_factory, tmp_path):
         for key in ("lr", "weight_decay", "dropout"):
             assert float(params[key]) == pytest.approx(best[f"params_{key}"], rel=1e-6), (where, key)
 
+        # provenance: every setting the result depends on, and a suite version that names this checkout
+        assert set(SETTING_TAGS) <= tags.keys(), where
+        assert tags["data_root"] == str(s["root"].resolve()) and tags["precision"] == "fp32" and tags["device"] == "cpu"
+        assert tags["features_dir"] == str((s["root"] / "features" / "tcga_blca").resolve())
+        n_slides = sum(len(slides) for slides in cohort.patients["slides"])
+        assert (tags["features_width"], tags["features_files"]) == ("1024", str(n_slides))
+        assert tags["suite_version"].startswith("0.1.0+" + tags["git_commit"][:12])
+        assert (tags["bins_cut_on"], tags["scored_epoch"]) == ("outer training fold", "last")
+
     parents = runs_of(client, SWEEP_EXPERIMENT, "parent")
     assert sorted(r.data.tags["model"] for r in parents) == sorted(SWEEP_MODELS)
     for parent in parents:
-        children = [r.data.metrics["c_index"] for r in runs if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        children = [r for r in runs if r.data.tags["mlflow.parentRunId"] == parent.info.run_id]
         assert len(children) == 2
-        assert parent.data.metrics["c_index_mean"] == pytest.approx(np.mean(children))
-        assert parent.data.metrics["c_index_std"] == pytest.approx(np.std(children))
+        c = [r.data.metrics["c_index"] for r in children]
+        assert parent.data.metrics["c_index_mean"] == pytest.approx(np.mean(c))
+        assert parent.data.metrics["c_index_std"] == pytest.approx(np.std(c))
+        # the parent spans its folds: it starts as its first fold starts and ends with the last one
+        first = min(r.info.start_time for r in children)
+        assert first - 5000 < parent.info.start_time <= first
+        assert parent.info.end_time == max(r.info.end_time for r in children)
 
 
 def assert_known_commit(sha: str) -> None:
@@ -155,13 +170,16 @@ def test_rerun_skips_every_finished_job(tmp_path_factory, monkeypatch, capsys):
     t0 = time.perf_counter()
     assert main([*s["argv"], "--workers", "1"]) == 0  # in this process, where `fit` is replaced
     seconds = time.perf_counter() - t0
-    assert capsys.readouterr().out.count("already finished") == 4
+    out, err = capsys.readouterr()
+    assert out.count("already finished") == 4 and "rerunning" not in err
+    experiment_id = client.get_experiment_by_name(SWEEP_EXPERIMENT).experiment_id
+    assert f"the experiment's runs table: http://127.0.0.1:5000/#/experiments/{experiment_id}" in out
     assert state() == before
     assert seconds < 20, f"a rerun with nothing to do took {seconds:.1f} s"
 
 
 def test_killed_sweep_resumes_with_one_finished_run_per_job(tmp_path_factory, tmp_path):
-    """SIGKILL once a job runs; the rerun marks the stale run KILLED and finishes every job once.
+    """SIGKILL once a job runs; the rerun resumes the dead job's run (same id) and finishes every job in one run.
 
     In-process jobs (`--workers 1`) keep it quick: spawning pool workers costs seconds of imports each.
     """
@@ -184,15 +202,15 @@ def test_killed_sweep_resumes_with_one_finished_run_per_job(tmp_path_factory, tm
     stale = {r.info.run_id for r in runs_of(client, "killed") if r.info.status == "RUNNING"}
     assert len(stale) == 1 and not any(r.info.status == "FINISHED" for r in runs_of(client, "killed"))
 
-    assert main(argv) == 0
+    # a fresh process, as a user's rerun: it computes the suite version anew, like the killed sweep did
+    done = subprocess.run([sys.executable, "-m", "bench.run", *argv], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
     runs = runs_of(client, "killed")
     by_job: dict[str, list[str]] = {}
     for r in runs:
         by_job.setdefault(r.data.tags["job_key"], []).append(r.info.status)
-    assert len(by_job) == 2
-    assert all(statuses.count("FINISHED") == 1 for statuses in by_job.values()), by_job
-    assert {r.info.run_id for r in runs if r.info.status == "KILLED"} == stale
-    assert not any(r.info.status == "RUNNING" for r in runs)
+    assert sorted(by_job.values()) == [["FINISHED"], ["FINISHED"]], by_job  # one run per job, no KILLED clutter
+    assert stale <= {r.info.run_id for r in runs}  # the dead attempt's run was resumed, not replaced
 
 
 def test_paper_protocol_logs_optimistic_best_epoch(tmp_path_factory, tmp_path):
@@ -205,6 +223,8 @@ def test_paper_protocol_logs_optimistic_best_epoch(tmp_path_factory, tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["protocol"] == "paper"
     assert {"c_index", "c_index_best_epoch_optimistic"} <= m.keys()
     assert m["c_index"] <= m["c_index_best_epoch_optimistic"]  # the last epoch is one of the epochs watched
+    assert run.data.tags["bins_cut_on"] == "whole cohort, including the scored fold"
+    assert run.data.tags["scored_epoch"] == "last"
     snn = get_model_class("snn")
     assert (float(params["lr"]), float(params["dropout"]), float(params["l1_reg"])) == (
         snn.paper_defaults["lr"], snn.paper_defaults["dropout"], snn.paper_defaults["l1_reg"])
@@ -319,3 +339,43 @@ def test_real_data_mode_reads_mcat_style_pt_features(tmp_path_factory, tmp_path)
     assert "c_index" in run.data.metrics and "oracle_c_index" not in run.data.metrics
     pred = artifact_csv(MlflowClient(store_uri(tmp_path_factory)), run, "predictions.csv", tmp_path)
     assert set(pred["case_id"]) == set(open_cohort(DataRoot(root), "blca").case_ids)
+
+
+def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory, tmp_path, capsys):
+    """A bigger feature file, bf16 and another data root each rerun both jobs, with the reason on stderr once;
+    an unchanged rerun trains nothing."""
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root(tmp_path_factory), root)
+    argv = argv_for(tmp_path_factory, "provenance", "--models", "snn", "--folds", "0,1", "--trials", "1",
+                    "--epochs", "1", "--workers", "1")
+    argv[argv.index("--data-root") + 1] = str(root)
+    client = MlflowClient(store_uri(tmp_path_factory))
+
+    def rerun(*extra: str) -> tuple[str, list]:
+        capsys.readouterr()
+        assert main([*argv, *extra]) == 0
+        out, err = capsys.readouterr()
+        return out, err, sorted(runs_of(client, "provenance"), key=lambda r: r.info.start_time)
+
+    rerun()
+    out, err, runs = rerun()
+    assert out.count("already finished") == 2 and "rerunning" not in err and len(runs) == 2
+
+    with h5py.File(next((root / "features" / "tcga_blca" / "h5_files").glob("*.h5")), "a") as f:
+        f.create_dataset("grown", data=np.zeros(256))  # same features, bigger file: inputs may have changed
+    out, err, runs = rerun()
+    assert len(runs) == 4 and out.count("already finished") == 0
+    assert err.count("rerunning jobs") == 1 and "features_hash" in err and "precision" not in err
+    assert runs[2].data.tags["features_hash"] != runs[0].data.tags["features_hash"]
+
+    out, err, runs = rerun("--precision", "bf16")
+    assert len(runs) == 6 and err.count("rerunning jobs") == 1 and "precision fp32 -> bf16" in err
+
+    other = tmp_path / "moved"
+    shutil.copytree(root, other)
+    argv[argv.index("--data-root") + 1] = str(other)
+    out, err, runs = rerun("--precision", "bf16")
+    assert len(runs) == 8 and err.count("rerunning jobs") == 1
+    assert f"data_root {root.resolve()} -> {other.resolve()}" in " ".join(err.split())
+    assert "features_hash" not in err  # same files, same sizes: only where they are changed
+    assert all(r.info.status == "FINISHED" for r in runs)

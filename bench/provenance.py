@@ -1,0 +1,88 @@
+"""What a job's result depends on besides its settings: the feature files read and the suite's code.
+
+Both are cheap to compute (file names and sizes from `stat`, one feature file's shape, a `git diff`),
+so every job checks them, and a changed input reruns the job instead of reusing a stale run.
+
+Dirty-tree rule: a tree with uncommitted changes to the code that computes results (`bench/`,
+`models/`, `pyproject.toml`) is recorded as `<version>+<commit>.dirty.<hash of the diff>`. Its runs are
+reused only by a rerun from the very same uncommitted code (so an interrupted sweep still resumes);
+any further edit gives another version and reruns the jobs. A clean tree is `<version>+<commit>`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import subprocess
+from collections.abc import Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import h5py
+import torch
+
+from bench.data import FeatureStore
+
+REPO = Path(__file__).resolve().parents[1]
+RESULT_CODE = ("bench", "models", "pyproject.toml")  # what computes results; tests and docs do not
+
+
+def features_fingerprint(store: FeatureStore, slides: Iterable[str]) -> dict[str, str]:
+    """Folder, feature width and a hash of the names and sizes of the files these slides read.
+
+    Sizes, not contents: re-extracted features almost always change a file's size, and reading
+    hundreds of GB to hash them would cost more than the sweep. The width is read from the first
+    file's header (h5) or a memory-mapped load (pt); a cohort without files records the store's dim.
+    """
+    paths = sorted({p for p in (store.slide_path(s) for s in slides) if p is not None})
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(f"{p.relative_to(store.folder).as_posix()}\t{p.stat().st_size}\n".encode())
+    return {"features_dir": str(store.folder.resolve()), "features_width": str(_width(paths[0]) if paths else store.dim),
+            "features_files": str(len(paths)), "features_hash": digest.hexdigest()[:16]}
+
+
+def _width(path: Path) -> int:
+    if path.suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            shape = f["features"].shape
+    else:
+        shape = torch.load(path, map_location="cpu", weights_only=True, mmap=True).shape
+    return int(shape[-1])
+
+
+@functools.lru_cache(maxsize=1)
+def suite_version() -> str:
+    """Package version plus the git commit, marked `.dirty.<diff hash>` when result code is uncommitted.
+
+    Computed once per process, so one sweep's jobs all carry the same version even while files change.
+    """
+    try:
+        base = version("ghanet-bench")
+    except PackageNotFoundError:
+        base = "unknown"
+    commit = _git("rev-parse", "HEAD").strip()
+    if not commit:
+        return base
+    diff = _git("diff", "HEAD", "--", *RESULT_CODE)
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", *RESULT_CODE).split()
+    if not diff and not untracked:
+        return f"{base}+{commit[:12]}"
+    digest = hashlib.sha256(diff.encode())
+    for name in sorted(untracked):
+        path = REPO / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return f"{base}+{commit[:12]}.dirty.{digest.hexdigest()[:12]}"
+
+
+def git_commit() -> str:
+    """The full commit of this checkout, or `unknown` outside git."""
+    return _git("rev-parse", "HEAD").strip() or "unknown"
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=REPO)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout if out.returncode == 0 else ""
