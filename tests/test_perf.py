@@ -1,6 +1,9 @@
 """bench.perf's FLOP counting and table code on tiny sizes (no timing assertions)."""
 
+import re
+
 import pytest
+import torch
 
 from bench import perf
 
@@ -41,6 +44,46 @@ def test_fewer_bags_are_timed_for_costly_bags():
     (["models", "--models", "abmil,nope"], "nope"),
 ])
 def test_bad_arguments_exit_2_with_one_paragraph(argv, phrase, capsys):
+    assert perf.run(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and phrase in err and "Traceback" not in err
+
+
+def test_projection_schedules_the_longest_jobs_first():
+    """Seconds per patient from the slice, times each cohort's patients, folds jobs each, on `workers` processes."""
+    measured = {"a": [(10.0, 20)], "b": [(2.0, 20), (4.0, 40)]}  # a: 0.5 s/patient, b: 0.1
+    patients = {"x": 20, "y": 40}
+    p = perf.project(measured, patients, workers=2, folds=2)
+    assert p.seconds_per_patient == pytest.approx({"a": 0.5, "b": 0.1})
+    assert p.job_seconds == pytest.approx({"a": 60.0, "b": 12.0})  # jobs a: 20 20 10 10, b: 4 4 2 2
+    assert p.wall_seconds == pytest.approx(36.0)  # 20+10+4+2 on each worker
+    assert perf.project(measured, patients, workers=1, folds=2).wall_seconds == pytest.approx(72.0)
+    assert perf.project(measured, patients, workers=100, folds=2).wall_seconds == pytest.approx(20.0)  # the longest job
+    assert perf.project(measured, patients, workers=3, folds=2).wall_seconds == pytest.approx(24.0)  # 20+4, 20+4, 10+10+2+2
+
+
+def test_sweep_times_a_tiny_slice_and_prints_the_projection(tmp_path, capsys):
+    from bench.data.synth import synthesize
+
+    synthesize(tmp_path, ["blca"], scale=0.05, min_test_events=0, log=lambda _: None)  # 20 patients: a cheap slice
+    threads = torch.get_num_threads()
+    assert perf.run(["sweep", "--models", "snn", "--data-root", str(tmp_path), "--workers", "2"]) == 0
+    assert torch.get_num_threads() == threads
+    out = capsys.readouterr().out
+    job = re.search(r"snn +blca +fold 0 +20 patients +([0-9.]+) job-s", out)
+    assert job, out
+    row = re.search(r"^snn +([0-9.]+) +([0-9,]+) +100%$", out, re.M)
+    assert row and float(row.group(1)) == pytest.approx(float(job.group(1)) / 20, abs=3e-3)  # both printed rounded
+    assert "(1 models x 5 cohorts x 5 folds = 25 jobs; 318 patients in the 5 cohorts)" in out
+    assert re.search(r"wall [0-9.]+ min on 2 worker process", out)
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["sweep", "--folds", "7"], "--folds"),
+    (["sweep", "--models", "snn,nope"], "nope"),
+    (["sweep", "--cohorts", "kirc"], "kirc"),
+])
+def test_bad_sweep_arguments_exit_2_before_any_job(argv, phrase, capsys):
     assert perf.run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and phrase in err and "Traceback" not in err
