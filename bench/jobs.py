@@ -197,7 +197,7 @@ class Outcome:
     params: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
-    train_loss: list = field(default_factory=list)
+    curves: dict = field(default_factory=dict)  # per-epoch series by metric name (train_loss, loss_nll, loss_aux)
     error: str = ""
     seconds: float = 0.0  # compute time of the job itself, without queueing
 
@@ -206,9 +206,9 @@ def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lamb
     """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure."""
     t0 = time.perf_counter()
     try:
-        params, metrics, tables, curve = _fit_and_score(job, settings, cd, cd.folds[job.fold], progress)
+        params, metrics, tables, curves = _fit_and_score(job, settings, cd, cd.folds[job.fold], progress)
         tables[PREDICTIONS_ARTIFACT] = tables.pop("predictions")
-        return Outcome(params, metrics, tables, curve, seconds=time.perf_counter() - t0)
+        return Outcome(params, metrics, tables, curves, seconds=time.perf_counter() - t0)
     except (TrainingError, BenchError) as err:
         return Outcome(error=str(err), seconds=time.perf_counter() - t0)
     except Exception:  # a bug in one job must not lose the sweep; the reason is on the run
@@ -222,7 +222,8 @@ def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:
         tracker.end(opened.run_id, "FAILED", outcome.error)
         return JobResult(opened.job, "failed", seconds=seconds, reason=outcome.error, rerun_reason=opened.rerun_reason)
     tracker.log_fold(opened.run_id, outcome.params, outcome.metrics, outcome.tables)
-    tracker.log_curve(opened.run_id, "train_loss", outcome.train_loss)
+    for key, values in outcome.curves.items():
+        tracker.log_curve(opened.run_id, key, values)
     tracker.log_metric(opened.run_id, "job_seconds", seconds)
     tracker.end(opened.run_id, "FINISHED")
     tracker.update_parent(opened.parent_id)
@@ -288,8 +289,13 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
     pred_test = predict(result.model, test, settings, split="test")
     pred_train = predict(result.model, train, settings, split="train")
     metrics["c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["risk"])
+    metrics["ipcw_tau"] = ipcw_tau(pred_train["time"])
     metrics["c_index_ipcw"] = ipcw_c_index(pred_train["time"], pred_train["event"], pred_test["time"],
-                                           pred_test["event"], pred_test["risk"])
+                                           pred_test["event"], pred_test["risk"], tau=metrics["ipcw_tau"])
+    surv = pred_test[[f"S_{k}" for k in range(1, len(edges))]].to_numpy()
+    calibration = (pred_train["time"], pred_train["event"], pred_test["time"], pred_test["event"], surv, edges)
+    metrics["ibs"] = integrated_brier(*calibration)
+    metrics["td_auc"] = td_auc(*calibration)
     if cohort.truth is not None:
         metrics["oracle_c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["true_risk"])
     if per_epoch:
@@ -298,4 +304,5 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
     tables["predictions"] = pd.concat([pred_test, pred_train], ignore_index=True)
     logged = {**params, "bin_edges": ",".join(f"{e:.4f}" for e in edges), "n_train": len(train), "n_test": len(test),
               "micro_batch": s.micro_batch}
-    return logged, metrics, tables, result.train_loss
+    curves = {"train_loss": result.train_loss, "loss_nll": result.loss_nll, "loss_aux": result.loss_aux}
+    return logged, metrics, tables, {k: v for k, v in curves.items() if v}

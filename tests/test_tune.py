@@ -12,6 +12,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import bench.jobs
+from bench import stats
 from bench.data import DataRoot
 from bench.fold import PatientSet
 from bench.jobs import Job, SweepSettings, load_cohort_data, run_job
@@ -161,3 +162,30 @@ def test_undefined_inner_c_fails_the_trial_instead_of_scoring_half(tmp_path):
             tune("snn", lambda: (inner_train, inner_val), SNN_BASE, settings, 2, study)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert all(t.value is None and "undefined" in t.user_attrs["failure"] for t in study.trials)
+
+
+def test_job_logs_ipcw_tau_calibration_and_separate_loss_curves(tmp_path_factory, tmp_path):
+    """The fold run carries tau (the training follow-up's 80th percentile), IBS and td-AUC of its own
+    predictions at its bin edges, and per-epoch loss_nll beside train_loss (no loss_aux for SNN)."""
+    root, uri = tiny_root(tmp_path_factory), store_uri(tmp_path_factory)
+    settings = SweepSettings(data="synthetic", root=DataRoot(root), protocol="paper",
+                             profile=replace(PROFILES["quick"], epochs=2), trials=0, optuna_dir=tmp_path)
+    cd = load_cohort_data(settings, "blca")
+    result = run_job(Job("snn", "blca", 1, 1), settings, Tracker(uri, "job-metrics"), cd)
+    assert result.status == "finished", result.reason
+    client = MlflowClient(uri)
+    (run,) = runs_of(client, "job-metrics")
+    pred = artifact_csv(client, run, "predictions.csv", tmp_path)
+    train, test = pred[pred["split"] == "train"], pred[pred["split"] == "test"]
+    metrics = run.data.metrics
+    assert metrics["ipcw_tau"] == pytest.approx(np.quantile(train["time"], 0.8))
+    assert metrics["ipcw_tau"] < train["time"].max()
+    edges = np.array([float(e) for e in run.data.params["bin_edges"].split(",")])  # logged to 4 decimals
+    surv = test[["S_1", "S_2", "S_3", "S_4"]].to_numpy()
+    calibration = (train["time"], train["event"], test["time"], test["event"], surv, edges)
+    assert metrics["ibs"] == pytest.approx(stats.integrated_brier(*calibration), abs=1e-3)
+    assert metrics["td_auc"] == pytest.approx(stats.td_auc(*calibration), abs=1e-3)
+    curves = {key: [m.value for m in client.get_metric_history(run.info.run_id, key)]
+              for key in ("train_loss", "loss_nll", "loss_aux")}
+    assert len(curves["train_loss"]) == 2 and curves["loss_nll"] == pytest.approx(curves["train_loss"])
+    assert curves["loss_aux"] == []
