@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.errors import BenchError
-
 from .base import SurvivalModel
 
 # BLCA `sig` table with every genomic column kept (TSG, Onc, PK, CDM, TF, CGF).
@@ -13,6 +11,10 @@ DEFAULT_OMIC_SIZES = (94, 334, 521, 468, 1496, 479)
 N_GROUPS = 6
 
 _MODELS: dict[str, type[SurvivalModel]] = {}
+
+
+class ModelError(ValueError):
+    """A wrong model name or input size: a user's mistake, printed as one paragraph by the CLIs."""
 
 
 def register_model(cls: type[SurvivalModel]) -> type[SurvivalModel]:
@@ -35,7 +37,7 @@ def get_model_class(name: str) -> type[SurvivalModel]:
     try:
         return _MODELS[name]
     except KeyError:
-        raise BenchError(
+        raise ModelError(
             f"unknown model {name!r}. Registered models: {', '.join(list_models())}. "
             "Pick one of those (python -m bench.run --list-models prints them)."
         ) from None
@@ -53,7 +55,7 @@ def create_model(
     cls = get_model_class(name)
     omic_sizes = tuple(int(s) for s in omic_sizes)
     if len(omic_sizes) != N_GROUPS or any(s < 1 for s in omic_sizes):
-        raise BenchError(
+        raise ModelError(
             f"omic_sizes must list {N_GROUPS} positive group sizes (TSG, Onc, PK, CDM, TF, CGF), "
             f"got {omic_sizes!r}. Take them from the cohort (Cohort.omic_sizes)."
         )

@@ -4,8 +4,7 @@ import optuna
 import pytest
 import torch
 
-from bench.errors import BenchError
-from models import DEFAULT_OMIC_SIZES, OMICS, WSI, SurvivalModel, create_model, get_model_class, list_models
+from models import DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalModel, create_model, get_model_class, list_models
 from models.base import OPTIM_KEYS, REFERENCE_OPTIM
 
 
@@ -25,7 +24,7 @@ def test_the_baselines_are_registered():
 
 
 def test_unknown_name_is_refused_with_the_registered_names():
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(ModelError) as err:
         create_model("resnet_mil")
     message = str(err.value)
     assert "resnet_mil" in message
@@ -34,7 +33,7 @@ def test_unknown_name_is_refused_with_the_registered_names():
 
 @pytest.mark.parametrize("sizes", [(94, 334, 521), (1, 2, 3, 4, 5, 6, 7), (94, 334, 521, 468, 1496, 0)])
 def test_wrong_omic_sizes_are_refused(sizes):
-    with pytest.raises(BenchError, match="6 positive group sizes"):
+    with pytest.raises(ModelError, match="6 positive group sizes"):
         create_model("mcat", omic_sizes=sizes)
 
 
@@ -90,3 +89,28 @@ def test_same_seed_gives_same_logits(name):
         logits.append(model(wsi=wsi, omics=omics).logits.detach())
     torch.testing.assert_close(logits[0], logits[1], atol=0, rtol=0)
     assert not torch.allclose(logits[0], logits[2])
+
+
+def test_models_import_nothing_from_bench():
+    """The model package stands alone: bench/ builds on models/, never the reverse."""
+    import ast
+    from pathlib import Path
+
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parents[2] / "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.name}: {n}" for n in names if n == "bench" or n.startswith("bench.")]
+    assert offenders == []
+
+
+def test_a_model_error_prints_as_one_paragraph_with_exit_2(capsys):
+    from bench.errors import EXIT_USER_ERROR, cli_main
+
+    def main(argv):
+        create_model("no-such-model")
+
+    assert cli_main(main)([]) == EXIT_USER_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'no-such-model'") and "Traceback" not in err
