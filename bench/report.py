@@ -24,7 +24,7 @@ import os
 import sys
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -39,7 +39,8 @@ import seaborn as sns  # noqa: E402
 from bench import stats  # noqa: E402
 from bench.data.layout import COHORTS  # noqa: E402
 from bench.errors import BenchError, cli_main  # noqa: E402
-from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, RUN_KIND  # noqa: E402
+from bench.profiles import PROFILES  # noqa: E402
+from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS  # noqa: E402
 
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
@@ -124,8 +125,11 @@ def _pick_experiment(client, name: str | None, uri: str):
     return with_folds[0]
 
 
-def read_store(uri: str, experiment: str | None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Finished fold runs and their predictions: (runs, predictions, experiment_id).
+
+    The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run predates the tag), unless
+    `allow_mixed`: then the table's caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
     with its tags and `oracle_c_index` (NaN on real data). `predictions` is every run's predictions.csv
@@ -155,7 +159,7 @@ def read_store(uri: str, experiment: str | None) -> tuple[pd.DataFrame, pd.DataF
                              f"{', '.join(missing)}; it was not written by bench.run. Delete it or tag it.")
         rows.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
                      **{t: tags[t] for t in REQUIRED_TAGS},
-                     "trials": tags.get("trials", "n/a"), "profile": tags.get("profile", "n/a"),
+                     **{t: tags.get(t, "n/a") for t in SETTING_TAGS},
                      "oracle_c_index": run.data.metrics.get("oracle_c_index", np.nan)})
     runs = pd.DataFrame(rows)
     for tag in ("protocol", "data"):
@@ -168,6 +172,10 @@ def read_store(uri: str, experiment: str | None) -> tuple[pd.DataFrame, pd.DataF
     runs["seed"] = runs["seed"].astype(int)
     runs = (runs.sort_values(["model", "cohort", "seed", "fold", "end_time", "run_id"], ascending=[1, 1, 1, 1, 0, 0])
                 .drop_duplicates(["model", "cohort", "seed", "fold"]).reset_index(drop=True))
+    if (mixed := mixed_settings(runs)) and not allow_mixed:
+        raise BenchError(f"Experiment {exp.name!r}: the runs of one table differ in {'; '.join(mixed)}. "
+                         "A table needs one setting of each: rerun the odd jobs with the table's settings (bench.run "
+                         "reruns exactly those), or pass --allow-mixed to build it anyway with the mix in its caption.")
     preds = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs.itertuples():
@@ -184,6 +192,16 @@ def read_store(uri: str, experiment: str | None) -> tuple[pd.DataFrame, pd.DataF
                                  "Rerun that job with `python -m bench.run`.")
             preds.append(table.assign(model=run.model, cohort=run.cohort, seed=run.seed, fold=run.fold))
     return runs.drop(columns="end_time"), pd.concat(preds, ignore_index=True), exp.experiment_id
+
+
+def mixed_settings(runs: pd.DataFrame, examples: int = 3) -> list[str]:
+    """Each setting on which the runs differ, as `tag: value (n runs, e.g. ids), ...`; [] when they agree."""
+    out = []
+    for tag in (t for t in SETTING_TAGS if t in runs and runs[t].nunique() > 1):
+        parts = [f"{value} ({len(ids)} run{'s' if len(ids) > 1 else ''}, e.g. {', '.join(ids[:examples])})"
+                 for value, ids in runs.groupby(tag)["run_id"].agg(list).items()]
+        out.append(f"{tag}: {', '.join(parts)}")
+    return out
 
 
 # --------------------------------------------------------------------------- statistics per cohort
@@ -274,6 +292,7 @@ class CIndexTable:
     overall: dict          # row -> overall mean over cohorts
     rank: dict             # row -> mean rank (model rows only)
     caption: str
+    partial: dict = field(default_factory=dict)  # (row, cohort) -> "k/n folds" where a cell lacks folds
 
 
 def _experiment_facts(runs: pd.DataFrame) -> dict:
@@ -281,7 +300,25 @@ def _experiment_facts(runs: pd.DataFrame) -> dict:
         values = sorted(runs[col].astype(str).unique())
         return ", ".join(values)
     return {"protocol": one("protocol"), "data": one("data"), "trials": one("trials"), "profile": one("profile"),
+            "epochs": one("epochs") if "epochs" in runs else "n/a",
             "folds": sorted(runs["fold"].unique().tolist()), "seeds": sorted(runs["seed"].unique().tolist())}
+
+
+def _paper_profile(facts: dict) -> bool:
+    """The runs used the paper profile's epochs: only then do MCAT's published 20-epoch rows sit beside them.
+
+    The paper protocol tunes nothing, so the profile's trial budget does not apply to it.
+    """
+    return facts["profile"] == "paper" and facts["epochs"] == str(PROFILES["paper"].epochs)
+
+
+def _partial_cells(res: Results) -> dict:
+    """(row, cohort) -> `k/n folds` for cells with fewer complete folds (every seed finished) than the table."""
+    seeds = res.scores["seed"].nunique()
+    n = res.scores["fold"].nunique()
+    per_fold = res.scores.groupby(["cohort", "model", "fold"])["seed"].nunique()
+    complete = (per_fold == seeds).groupby(["cohort", "model"]).sum()
+    return {(display(m), c): f"{k}/{n} folds" for (c, m), k in complete.items() if k < n}
 
 
 def cindex_table(res: Results, alpha: float = SIGNIFICANCE) -> CIndexTable:
@@ -316,7 +353,7 @@ def cindex_table(res: Results, alpha: float = SIGNIFICANCE) -> CIndexTable:
             cells[(ORACLE, cohort)] = (mu, sd, False, False)
         overall[ORACLE] = float(np.nanmean([cells[(ORACLE, c)][0] for c in cohorts]))
         extra_rows.append(ORACLE)
-    if facts["protocol"] == "paper" and facts["data"] == "tcga":
+    if facts["protocol"] == "paper" and facts["data"] == "tcga" and _paper_profile(facts):
         for name, values in PUBLISHED_MCAT.items():
             label = f"{name} — {PUBLISHED_LABEL}"
             for cohort in cohorts:
@@ -325,7 +362,8 @@ def cindex_table(res: Results, alpha: float = SIGNIFICANCE) -> CIndexTable:
             overall[label] = float(np.nanmean([cells[(label, c)][0] for c in cohorts]))
             extra_rows.append(label)
     _, fri_p, fri_reason = stats.friedman(means)
-    return CIndexTable(rows + extra_rows, cohorts, cells, overall, rank, _caption(res, facts, fri_p, fri_reason, alpha))
+    return CIndexTable(rows + extra_rows, cohorts, cells, overall, rank, _caption(res, facts, fri_p, fri_reason, alpha),
+                       _partial_cells(res))
 
 
 def _fmt_p(p: float) -> str:
@@ -348,7 +386,8 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
     n_undefined = int(res.pairwise["t_corrected_p"].isna().sum())
     undefined = (f"; {n_undefined} of them undefined (no p, see t_undefined), still counted in Holm's m"
                  if n_undefined else "")
-    tuning = ("paper default hyperparameters, no tuning" if facts["protocol"] == "paper"
+    tuning = ("paper default hyperparameters, no tuning, bins cut on the whole cohort including the scored "
+              "fold (as published, optimistic), the last epoch scored" if facts["protocol"] == "paper"
               else f"Optuna trials per job: {facts['trials']}")
     text = (f"Harrell's C-index on the held-out fold, mean ± population std over folds × seeds. "
             f"Protocol: {facts['protocol']}; data: {facts['data']}; folds: {len(folds)} "
@@ -364,9 +403,16 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
     text += " " + _events_text(res.scores)
     if facts["data"] in ("synthetic", "semisynthetic"):
         text += f" {ORACLE}: the C-index of the generator's true risk on the same folds, the ceiling."
-    if facts["protocol"] == "paper" and facts["data"] == "tcga":
+    if facts["protocol"] == "paper" and facts["data"] == "tcga" and _paper_profile(facts):
         text += (f" Rows marked {PUBLISHED_LABEL}: numbers released with MCAT (mahmoodlab/MCAT results/ICCV, "
                  "last-epoch val C over the same 5 splits), not rerun here; AMIL is MCAT's WSI-only ABMIL.")
+    elif facts["protocol"] == "paper" and facts["data"] == "tcga":
+        text += (f" MCAT's published numbers are not shown: they trained {PROFILES['paper'].epochs} epochs "
+                 f"(profile paper), these runs {facts['epochs']} (profile {facts['profile']}).")
+    if _partial_cells(res):
+        text += " A cell marked k/n folds rests on fewer folds than the others."
+    if mixed := mixed_settings(res.runs):
+        text += f" Mixed settings (built with --allow-mixed): {'; '.join(mixed)}."
     return text
 
 
@@ -390,7 +436,8 @@ def table_rows(table: CIndexTable, fmt: str) -> list[list[str]]:
     header = ["Model"] + [c.upper() for c in table.cohorts] + ["Overall mean", "Mean rank"]
     out = [header]
     for row in table.rows:
-        cells = [_cell_text(table.cells[(row, c)], fmt) for c in table.cohorts]
+        cells = [_cell_text(table.cells[(row, c)], fmt) + (f" ({table.partial[(row, c)]})" if (row, c) in table.partial
+                                                          else "") for c in table.cohorts]
         overall = table.overall.get(row, np.nan)
         rank = table.rank.get(row, np.nan)
         out.append([row] + cells + [f"{overall:.3f}" if np.isfinite(overall) else "n/a",
@@ -719,11 +766,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default=None,
                         help="experiment name (default: the single experiment that has finished fold runs)")
     parser.add_argument("--out", default="results", type=Path, help="output folder (default: %(default)s/)")
+    parser.add_argument("--allow-mixed", action="store_true",
+                        help="build a table from runs that differ in a recorded setting (listed in its caption)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment)
+    runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed)
     files = build(runs, preds, args.out)
     run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
     print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}")

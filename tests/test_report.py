@@ -157,16 +157,76 @@ def test_caption_gives_each_cohorts_range_of_test_events():
     assert f"Events per test fold: {', '.join(spans)};" in caption
 
 
+def paper_profile_table(profile: str, epochs: int, data: str = "tcga") -> report.CIndexTable:
+    runs, preds = frames({"mcat": 1.0, "snn": 0.5}, protocol="paper", data=data, folds=3)
+    return report.cindex_table(report.analyse(runs.assign(profile=profile, epochs=str(epochs)), preds, n_boot=200))
+
+
 def test_published_rows_only_beside_a_paper_protocol_tcga_table():
-    paper = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3))
+    paper = paper_profile_table("paper", 20)
     assert "MCAT — published (MCAT release)" in paper.rows and "published (MCAT release)" in paper.caption
     assert paper.cells[("MCAT — published (MCAT release)", "blca")][:2] == (0.6243, 0.0342)
     assert report.ORACLE not in paper.rows
     nested = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="nested", data="tcga", folds=3))
-    synthetic = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="synthetic", folds=3))
+    synthetic = paper_profile_table("paper", 20, data="synthetic")
     for table in (nested, synthetic):
         assert not any("published" in r for r in table.rows) and report.PUBLISHED_LABEL not in table.caption
     assert report.ORACLE in synthetic.rows and synthetic.cells[(report.ORACLE, "blca")][:2] == (0.75, 0.0)
+
+
+def test_published_rows_only_beside_the_paper_profiles_epochs_and_the_paper_caption_says_what_it_does():
+    """20-epoch published numbers never sit beside a 4-epoch run; the paper caption names its optimism."""
+    for profile, epochs in (("quick", 4), ("paper", 4)):  # --epochs 4 under the paper profile is not it either
+        table = paper_profile_table(profile, epochs)
+        assert not any("published" in r for r in table.rows)
+        assert f"not shown: they trained 20 epochs (profile paper), these runs {epochs} (profile {profile})" in table.caption
+    caption = paper_profile_table("paper", 20).caption
+    assert "bins cut on the whole cohort including the scored fold" in caption and "the last epoch scored" in caption
+    assert "whole cohort" not in report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3)).caption
+
+
+def test_a_cell_with_missing_folds_says_how_many_it_has(tmp_path):
+    runs, preds = frames({"a": 1.0, "b": 0.5}, cohorts=("blca", "luad"), folds=5, n=40)
+    gone = (runs["model"] == "b") & (runs["cohort"] == "luad") & (runs["fold"] == 3)
+    res = report.analyse(runs[~gone], preds[~((preds["model"] == "b") & (preds["cohort"] == "luad") & (preds["fold"] == 3))],
+                         n_boot=50)
+    table = report.cindex_table(res)
+    assert table.partial == {("b", "luad"): "4/5 folds"} and "k/n folds" in table.caption
+    report.write_table(table, tmp_path)
+    csv = pd.read_csv(tmp_path / "cindex_table.csv").set_index("Model")
+    assert csv.loc["b", "LUAD"].endswith(" (4/5 folds)") and "folds" not in csv.loc["b", "BLCA"] + csv.loc["a", "LUAD"]
+    for name in ("cindex_table.md", "cindex_table.tex"):
+        assert (tmp_path / name).read_text(encoding="utf-8").count("(4/5 folds)") == 1, name
+    full = report.cindex_table(analysed({"a": 1.0, "b": 0.5}, folds=5, n=40))
+    assert full.partial == {} and "k/n folds" not in full.caption
+
+
+def test_report_refuses_runs_that_differ_in_a_setting_unless_allowed(tmp_path, capsys):
+    """One job rerun in bf16 beside fp32 (here: unrecorded) runs: exit 2 naming the setting and the run;
+    --allow-mixed builds the table and its caption lists the mix."""
+    from mlflow.tracking import MlflowClient
+
+    uri = populate_store(tmp_path, models=("abmil", "ghanet"), cohorts=("blca",), folds=3)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("synthetic-nested")
+    (old,) = client.search_runs([exp.experiment_id], "tags.model = 'abmil' and tags.fold = '0' and tags.run_kind = 'fold'")
+    rerun = client.create_run(exp.experiment_id, tags={**old.data.tags, "precision": "bf16"})
+    path = tmp_path / PREDICTIONS_ARTIFACT
+    client.download_artifacts(old.info.run_id, PREDICTIONS_ARTIFACT, str(tmp_path / "old"))
+    (tmp_path / "old" / PREDICTIONS_ARTIFACT).replace(path)
+    client.log_artifact(rerun.info.run_id, str(path))
+    client.set_terminated(rerun.info.run_id)
+    out = tmp_path / "results"
+
+    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "differ in precision: bf16 (1 run, e.g. " + rerun.info.run_id + "), n/a (5 runs, e.g." in err
+    assert "--allow-mixed" in err and not out.exists()
+
+    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out), "--allow-mixed"]) == 0
+    md = (out / "cindex_table.md").read_text(encoding="utf-8")
+    assert f"Mixed settings (built with --allow-mixed): precision: bf16 (1 run, e.g. {rerun.info.run_id})" in md
+    assert report.mixed_settings(pd.DataFrame({"run_id": ["x", "y"], "precision": ["fp32", "fp32"]})) == []
 
 
 def test_published_constant_matches_the_released_files(shared_data):
@@ -235,6 +295,7 @@ def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), f
                 test = table[table["split"] == "test"]
                 client.log_metric(run.info.run_id, "c_index", 0.6)
                 client.log_metric(run.info.run_id, "oracle_c_index", 0.7 + 0.01 * k)
+                client.log_metric(run.info.run_id, "ibs", 0.2 - 0.01 * m)
                 path = root / PREDICTIONS_ARTIFACT
                 table.to_csv(path, index=False)
                 client.log_artifact(run.info.run_id, str(path))
@@ -264,6 +325,9 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     table = pd.read_csv(out / "cindex_table.csv")
     assert table["Model"].tolist() == ["ABMIL", "G-HANet", report.ORACLE]
     assert table.loc[2, "BLCA"] == "0.710 ± 0.008"  # oracle_c_index 0.70, 0.71, 0.72
+    calibration = pd.read_csv(out / "calibration_table.csv", keep_default_na=False).set_index("Model")
+    assert calibration.loc["G-HANet", "LUAD IBS"] == "0.190 ± 0.000"  # the fold runs' logged ibs metric
+    assert calibration.loc["ABMIL", "BLCA td-AUC"] == "n/a"  # not logged by these runs
     pairwise = pd.read_csv(out / "pairwise_tests.csv")
     assert pairwise[["cohort", "model_a", "model_b"]].values.tolist() == [["blca", "abmil", "ghanet"],
                                                                           ["luad", "abmil", "ghanet"]]
