@@ -27,7 +27,8 @@ from bench.errors import BenchError
 from bench.fold import make_fold
 from bench.profiles import Profile
 from bench.provenance import features_fingerprint, git_commit, suite_version
-from bench.splits import Split, load_folds
+from bench.data.folds import load_folds
+from bench.splits import Split
 from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
 from bench.survival import c_index, fit_bin_edges
 from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, SETTING_TAGS, Tracker

@@ -1,5 +1,8 @@
 """Fixed patient-level k-fold splits: read, verify against a sha256 manifest, and make new ones.
 
+Split files only; which sums pin a data root's files is bench.data.folds (the data package builds
+on this module, never the reverse).
+
 Split files use MCAT's format: an unnamed index, `train` and `val` columns of case ids, the
 shorter `val` column NaN-padded. The repo's `splits/MANIFEST.sha256` pins the 25 public MCAT
 files (`mcat/...`) and the embedded synthetic default's files (`synthetic/...`).
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,46 +96,6 @@ def check_folds(splits: list[Split], case_ids: list[str]) -> None:
             seen[c] = s.path
 
 
-def pinned_sums(root: Path) -> tuple[dict[str, str] | None, str]:
-    """The manifest entries that pin a data root's split files, keyed `5foldcv/tcga_<c>/splits_<k>.csv`.
-
-    Real roots are pinned by the public MCAT sums; a synthetic root made with the default settings
-    of the current generator by the embedded default's sums; any other synthetic root is generated,
-    not pinned (None).
-    """
-    params_file = Path(root) / "synth.json"
-    if params_file.is_file():
-        from bench.data.synth import is_default  # local: synth imports this module
-
-        params = json.loads(params_file.read_text())
-        if not is_default(params):
-            return None, f"generated (seed {params.get('seed')}, scale {params.get('scale')}), not pinned"
-        prefix, label = "synthetic/", "embedded synthetic default"
-    else:
-        prefix, label = "mcat/", "public MCAT splits"
-    sums = {k.removeprefix(prefix): v for k, v in read_manifest().items() if k.startswith(prefix)}
-    return sums, label
-
-
-def load_folds(root, cohort: str, case_ids: list[str], folds=range(5), allow_unverified: bool = False) -> dict[int, Split]:
-    """Read and verify a cohort's split files; fold integrity is checked across all five files."""
-    from bench.data.layout import N_FOLDS, DataRoot
-
-    root = root if isinstance(root, DataRoot) else DataRoot(Path(root))
-    sums, _ = pinned_sums(root.root)
-    out = {}
-    for k in range(N_FOLDS):
-        key = root.split_key(cohort, k)
-        expected = None if sums is None else sums.get(key)
-        if sums is not None and expected is None and not allow_unverified:
-            raise BenchError(f"split file {root.split(cohort, k)} is not pinned by the split manifest, so it cannot be "
-                             "verified. Use the public splits (python -m bench.data fetch), or pass --allow-unverified-splits "
-                             "for your own splits.")
-        out[k] = read_split(root.split(cohort, k), expected, allow_unverified)
-    check_folds(list(out.values()), case_ids)
-    return {k: out[k] for k in folds}
-
-
 def make_splits(case_ids, event, strata_bins, n_folds: int = 5, seed: int = 0) -> list[tuple[list[str], list[str]]]:
     """Seeded patient-level k folds stratified by (event, bin): each stratum dealt round-robin."""
     rng = np.random.default_rng(seed)
@@ -156,8 +118,25 @@ def write_split(path: Path, train: list[str], val: list[str]) -> None:
     df.to_csv(path, lineterminator="\n")
 
 
+def _read_labels(path: Path) -> pd.DataFrame:
+    """One row per patient: case_id, survival_months, censorship (a csv or zipped csv, MCAT format)."""
+    columns = ["case_id", "survival_months", "censorship"]
+    if not Path(path).is_file():
+        raise BenchError(f"table {path} does not exist. Pass a cohort table (csv or csv.zip), e.g. one fetched with "
+                         "`python -m bench.data fetch`.")
+    try:
+        df = pd.read_csv(path, usecols=lambda c: c in columns)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        raise BenchError(f"table {path} cannot be read as an MCAT-format CSV ({err}). Pass a cohort table "
+                         "(csv or csv.zip) such as tables/tcga_blca_all_clean.csv.zip.") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise BenchError(f"table {path} lacks the column(s) {', '.join(missing)}; split making needs each patient's "
+                         "case_id, survival_months and censorship (MCAT format).")
+    return df.drop_duplicates("case_id")
+
+
 def _main(argv: list[str] | None = None) -> int:
-    from bench.data.cohort import _read_table  # local: keep splits importable without the data package
     from bench.survival import assign_bins, fit_bin_edges
 
     parser = argparse.ArgumentParser(prog="python -m bench.splits", description=__doc__.split("\n\n")[0])
@@ -168,7 +147,7 @@ def _main(argv: list[str] | None = None) -> int:
     make.add_argument("--folds", type=int, default=5)
     make.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    df = _read_table(args.table).drop_duplicates("case_id")
+    df = _read_labels(args.table)
     event = 1 - df["censorship"].astype(int).to_numpy()
     time = df["survival_months"].astype(float).to_numpy()
     bins = assign_bins(time, fit_bin_edges(time, event))

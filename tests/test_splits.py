@@ -10,7 +10,8 @@ import pytest
 
 from bench.data.layout import COHORTS, DataRoot
 from bench.errors import BenchError
-from bench.splits import check_folds, main, pinned_sums, read_manifest, read_split, sha256_file, write_split
+from bench.data.folds import pinned_sums
+from bench.splits import check_folds, main, read_manifest, read_split, sha256_file, write_split
 
 # data_formats.md section 4: train/val per fold
 FOLD_SIZES = {
@@ -118,3 +119,20 @@ def test_make_on_a_missing_table_is_a_clear_error(tmp_path, capsys):
     assert main(["make", "--table", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "none.csv does not exist" in err and "Traceback" not in err
+
+
+def test_splits_module_imports_nothing_from_the_data_package():
+    """bench.data builds on bench.splits (reading a root's folds lives in bench.data.folds), never the reverse."""
+    import ast
+
+    source = (Path(__file__).resolve().parents[1] / "bench" / "splits.py").read_text()
+    imported = [n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m and m.startswith("bench.data")]
+
+
+def test_make_names_a_table_without_label_columns(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    table.write_text("case_id,survival_months\nA,1.0\n")
+    assert main(["make", "--table", str(table), "--out", str(tmp_path / "s")]) == 2
+    assert "lacks the column(s) censorship" in " ".join(capsys.readouterr().err.split())

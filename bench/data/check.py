@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench.errors import BenchError
-from bench.splits import load_folds, pinned_sums
+from bench.data.folds import load_folds, pinned_sums
 from bench.survival import assign_bins, c_index, fit_bin_edges
 
 from . import open_cohort

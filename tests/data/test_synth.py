@@ -13,7 +13,8 @@ import pytest
 from bench.data import COHORTS, DataRoot, FeatureStore, open_cohort
 from bench.data.synth import (DEFAULT_SCALE, MIN_EVENTS, MIN_PATIENTS, MIN_TEST_EVENTS, SPECS, n_patients,
                                synthesize, synthetic_censoring)
-from bench.splits import load_folds, pinned_sums, read_manifest, sha256_file
+from bench.data.folds import load_folds, pinned_sums
+from bench.splits import read_manifest, sha256_file
 from bench.survival import c_index
 
 REPO = Path(__file__).resolve().parents[2]
