@@ -69,6 +69,7 @@ PUBLISHED_MCAT = {
 FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
 REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
 PRED_COLUMNS = ("case_id", "split", "time", "event", "risk")
+RUN_METRICS = ("oracle_c_index", "ibs", "td_auc")  # read from each fold run; calibration needs its bin edges
 
 
 def display(model: str) -> str:
@@ -132,7 +133,7 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
     `allow_mixed`: then the table's caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
-    with its tags and `oracle_c_index` (NaN on real data). `predictions` is every run's predictions.csv
+    with its tags and `RUN_METRICS` (NaN where not logged). `predictions` is every run's predictions.csv
     stacked, with model, cohort, seed and fold added.
     """
     from mlflow.exceptions import MlflowException
@@ -160,7 +161,7 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
         rows.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
                      **{t: tags[t] for t in REQUIRED_TAGS},
                      **{t: tags.get(t, "n/a") for t in SETTING_TAGS},
-                     "oracle_c_index": run.data.metrics.get("oracle_c_index", np.nan)})
+                     **{m: run.data.metrics.get(m, np.nan) for m in RUN_METRICS}})
     runs = pd.DataFrame(rows)
     for tag in ("protocol", "data"):
         if runs[tag].nunique() > 1:
