@@ -62,6 +62,8 @@ class SweepSettings:
     micro_batch: int = 8
     optuna_dir: Path = Path("mlruns/optuna")
     optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
+    # the driver's code version: workers and Ray tasks (retries too) record it, not what their own checkout shows
+    suite_version: str = field(default_factory=suite_version)
 
 
 @dataclass
@@ -127,7 +129,7 @@ def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str,
             "grad_accum": str(p.grad_accum), "inner_val_fraction": str(p.inner_val_fraction),
             "trials": str(settings.trials), "table_variant": settings.table_variants.get(job.cohort) or "default",
             "data_root": str(settings.root.root.resolve()), **cd.features, "precision": settings.precision,
-            "device": settings.device.split(":")[0], "suite_version": suite_version()}
+            "device": settings.device.split(":")[0], "suite_version": settings.suite_version}
     return tags
 
 

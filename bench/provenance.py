@@ -55,7 +55,8 @@ def _width(path: Path) -> int:
 def suite_version() -> str:
     """Package version plus the git commit, marked `.dirty.<diff hash>` when result code is uncommitted.
 
-    Computed once per process, so one sweep's jobs all carry the same version even while files change.
+    Computed once per process (the code it imported); the driver's value travels in `SweepSettings`, so
+    worker processes and Ray retries record the sweep's version even if the checkout changes meanwhile.
     """
     try:
         base = version("ghanet-bench")
