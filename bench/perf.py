@@ -2,6 +2,7 @@
 
     python -m bench.perf models [--models abmil,mcat] [--sizes 256,2000,10000]
     python -m bench.perf sweep [--models abmil,snn] [--cohorts blca] [--folds 0] [--workers 2]
+    python -m bench.perf transmil [--sizes 66,256,257,2000]
     python -m bench.perf ray
 
 Per registered model and bag size, one bag at a time as the reference trainers feed them:
@@ -10,15 +11,19 @@ forward, NLL (+ the model's own loss terms), backward, and an Adam step amortise
 `torch.utils.flop_counter.FlopCounterMode`; the rate is set against a measured fp32 matmul peak.
 Costly bags are timed on fewer bags (fastest pass per bag size) to keep the table to a couple of minutes.
 `sweep` times a slice of the embedded default and projects the whole default's wall time (see `project`).
+`transmil` times TransMIL's exact short-bag attention path beside the library path it replaces, and
+prints the largest difference of their logits and gradients.
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import math
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -292,12 +297,79 @@ def ray_overhead(num_cpus: int = 2, n_tasks: int = 200) -> str:
             f"{rss / 2**20:.0f} MiB RSS; ray.shutdown {t_stop:.1f} s")
 
 
+def library_transmil(model: SurvivalModel) -> SurvivalModel:
+    """The same TransMIL (same weights) with the `nystrom-attention` package's own module in both layers."""
+    import copy
+
+    import nystrom_attention
+
+    ref = copy.deepcopy(model)
+    for layer in (ref.layer1, ref.layer2):
+        a = layer.attn
+        lib = nystrom_attention.NystromAttention(
+            dim=a.to_out[0].out_features, dim_head=a.to_qkv.out_features // (3 * a.heads), heads=a.heads,
+            num_landmarks=a.num_landmarks, pinv_iterations=a.pinv_iterations, residual=a.residual,
+            dropout=a.to_out[1].p)
+        lib.load_state_dict(a.state_dict())
+        layer.attn = lib
+    return ref
+
+
+def _step_result(model: SurvivalModel, bag: dict, onednn: bool) -> tuple[torch.Tensor, dict]:
+    model.zero_grad(set_to_none=True)
+    with warnings.catch_warnings(), torch.backends.mkldnn.flags(enabled=onednn):
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        torch.manual_seed(0)
+        out = model(**bag)
+        nll_loss(out.logits, torch.tensor([1]), torch.tensor([0.0])).sum().backward()
+    return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def transmil_paths(sizes: Sequence[int], reps: int = 3) -> str:
+    """TransMIL's exact short-bag path against the library path: time per training pass and differences.
+
+    Differences are the largest relative error (max |a - b| / max |b|) over the logits and every
+    parameter's gradient, against the library run with oneDNN off (its depthwise conv weight gradient
+    is wrong on CPU at some lengths, see models/nystrom.py).
+    """
+    torch.manual_seed(0)
+    fast = build_model("transmil")
+    slow = library_transmil(fast)
+    lines = [f"{'patches':>8}{'tokens':>8}{'path':>9}{'library ms':>12}{'exact ms':>10}{'speed-up':>9}"
+             f"{'max rel. diff (logits, grads)':>31}"]
+    for n in sizes:
+        bag = make_bag(fast, n)
+        tokens = math.ceil(math.sqrt(n)) ** 2 + 1
+        times = {}
+        for name, model in (("library", slow), ("exact", fast)):
+            _train_pass(model, bag, label=1)  # warm-up
+            best = float("inf")
+            for _ in range(reps):
+                start = time.perf_counter()
+                _train_pass(model, bag, label=1)
+                best = min(best, time.perf_counter() - start)
+            times[name] = best
+            model.zero_grad(set_to_none=True)
+        want, want_g = _step_result(slow, bag, onednn=False)
+        got, got_g = _step_result(fast, bag, onednn=True)
+        rel = max([float((got - want).abs().max() / want.abs().max())] +
+                  [float((got_g[k] - w).abs().max() / w.abs().max().clamp_min(1e-30)) for k, w in want_g.items()])
+        path = "short" if tokens <= fast.layer1.attn.num_landmarks else "library"
+        lines.append(f"{n:>8,}{tokens:>8,}{path:>9}{times['library'] * 1e3:>12.1f}{times['exact'] * 1e3:>10.1f}"
+                     f"{times['library'] / times['exact']:>8.1f}x{rel:>31.1e}")
+    lines.append(f"one training pass (forward, NLL, backward), fastest of {reps}, {torch.get_num_threads()} threads; "
+                 f"load average {os.getloadavg()[0]:.2f}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_models = sub.add_parser("models", help="parameters, training time per bag and GFLOP/s per model")
     p_models.add_argument("--models", default=",".join(list_models()), help="comma-separated model names")
     p_models.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="bag sizes in patches")
+    p_transmil = sub.add_parser("transmil", help="TransMIL's exact short-bag path against the library path: time and difference")
+    p_transmil.add_argument("--sizes", default="66,256,257,2000", help="bag sizes in patches")
     sub.add_parser("ray", help="start-up time, memory and task latency of a private Ray (needs the ray extra)")
     p_sweep = sub.add_parser("sweep", help="time a slice of the embedded default and project the whole default's wall time")
     p_sweep.add_argument("--models", default=",".join(list_models()), help="comma-separated model names (default: all)")
@@ -313,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "sweep":
         return _sweep(args)
+    if args.command == "transmil":
+        print(transmil_paths(_int_list(args.sizes)))
+        return 0
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(list_models()))

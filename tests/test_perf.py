@@ -87,3 +87,12 @@ def test_bad_sweep_arguments_exit_2_before_any_job(argv, phrase, capsys):
     assert perf.run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and phrase in err and "Traceback" not in err
+
+
+def test_transmil_paths_prints_both_paths_and_their_difference():
+    """A 5-patch bag (10 tokens) takes the short path; its logits and gradients agree with the library's."""
+    text = perf.transmil_paths([5], reps=1)
+    row = text.splitlines()[1].split()
+    assert row[:3] == ["5", "10", "short"]
+    assert float(row[3]) > 0 and float(row[4]) > 0 and row[5].endswith("x")
+    assert float(row[6]) < 1e-5
