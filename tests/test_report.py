@@ -14,7 +14,7 @@ import pytest
 from matplotlib.image import imread
 from scipy import stats as sps
 
-from bench import report
+from bench.report import analysis, figures, main, store, tables
 from bench.errors import cli_main
 from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
 
@@ -59,15 +59,15 @@ def frames(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protoco
     return pd.DataFrame(runs), pd.concat(preds, ignore_index=True)
 
 
-def analysed(models: dict, **kwargs) -> report.Results:
+def analysed(models: dict, **kwargs) -> analysis.Results:
     """`frames` analysed with a small bootstrap; no MLflow involved."""
-    return report.analyse(*frames(models, **kwargs), n_boot=200)
+    return analysis.analyse(*frames(models, **kwargs), n_boot=200)
 
 
 def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
     res = analysed({"good": 3.0, "twin": 3.0, "bad": -3.0}, n=100)
-    table = report.cindex_table(res)
-    rows = {r[0]: r for r in report.table_rows(table, "md")[1:]}
+    table = analysis.cindex_table(res)
+    rows = {r[0]: r for r in tables.table_rows(table, "md")[1:]}
     means = res.summary.set_index("model")["c_mean"]
     best = means.idxmax()
     assert best in ("good", "twin") and rows[best][1].startswith("**")
@@ -82,7 +82,7 @@ def test_table_marks_the_clearly_worse_model_and_bolds_the_best():
     cell = table.cells[("good", "blca")]
     fold_c = res.scores.loc[res.scores["model"] == "good", "c_index"]
     assert cell[0] == pytest.approx(fold_c.mean()) and cell[1] == pytest.approx(fold_c.std(ddof=0))
-    latex = report.table_rows(table, "latex")
+    latex = tables.table_rows(table, "latex")
     assert latex[1 + sorted(["good", "twin", "bad"]).index("bad")][1].endswith("$^\\dagger$")
 
 
@@ -101,7 +101,7 @@ def test_pairwise_tests_average_seeds_within_folds_two_seeds_five_folds_df_four(
     assert row["mean_diff"] == pytest.approx(d.mean())
     assert row["wilcoxon_p"] == pytest.approx(sps.wilcoxon(d).pvalue)
     assert "wilcoxon_p" in one.pairwise.columns  # on the fold differences, with one seed too
-    caption = report.cindex_table(two).caption
+    caption = analysis.cindex_table(two).caption
     assert "df = folds - 1" in caption and "descriptive only" in caption and "seeds: 2 (1, 2)" in caption
     assert two.summary["n_fold_runs"].tolist() == [10, 10]
     assert two.groups["seed"].unique().tolist() == [1]  # KM uses one seed, so each patient appears once
@@ -112,13 +112,13 @@ def test_undefined_comparisons_count_in_holm_and_the_caption_says_how_many():
     no_events = (preds["cohort"] == "blca") & (preds["split"] == "test") & (preds["fold"] > 0)
     preds.loc[no_events, "event"] = 0  # BLCA keeps one fold with a defined C: no t-test there
     with pytest.warns(UserWarning):
-        res = report.analyse(runs, preds, n_boot=200)
+        res = analysis.analyse(runs, preds, n_boot=200)
     pw = res.pairwise.set_index("cohort")
     assert math.isnan(pw.loc["blca", "t_corrected_p"]) and math.isnan(pw.loc["blca", "holm_p"])
     assert pw.loc["blca", "n_folds"] == 1 and "needs >= 2 paired fold differences" in pw.loc["blca", "t_undefined"]
     p = pw.loc["luad", "t_corrected_p"]
     assert 0 < p < 0.5 and pw.loc["luad", "holm_p"] == pytest.approx(2 * p)  # m = 2, the undefined one included
-    caption = report.cindex_table(res).caption
+    caption = analysis.cindex_table(res).caption
     assert "all 2 pairwise comparisons in pairwise_tests.csv; 1 of them undefined" in caption
 
 
@@ -130,10 +130,10 @@ def test_calibration_means_go_to_the_summary_and_their_own_table(tmp_path):
     assert s.loc[("blca", "ghanet"), "ibs"] == pytest.approx(0.165)
     assert s.loc[("luad", "abmil"), "ibs_std"] == pytest.approx(np.std([0.0, 0.01, 0.02, 0.03]))
     assert s.loc[("blca", "abmil"), "td_auc"] == pytest.approx(0.785)
-    report.write_csvs(res, tmp_path)
+    tables.write_csvs(res, tmp_path)
     summary = pd.read_csv(tmp_path / "cindex_summary.csv")
     assert {"ibs", "td_auc"} <= set(summary.columns)
-    files = report.write_calibration_table(res, tmp_path)
+    files = tables.write_calibration_table(res, tmp_path)
     assert [f.name for f in files] == ["calibration_table.csv", "calibration_table.md"]
     table = pd.read_csv(tmp_path / "calibration_table.csv").set_index("Model")
     assert list(table.columns) == ["BLCA IBS", "BLCA td-AUC", "LUAD IBS", "LUAD td-AUC", "Mean IBS", "Mean td-AUC"]
@@ -143,12 +143,12 @@ def test_calibration_means_go_to_the_summary_and_their_own_table(tmp_path):
     assert "Integrated Brier score" in md and "lower is better" in md and "training fold" in md
     unlogged = analysed({"abmil": 1.0}, n=30, folds=3)  # runs that logged no calibration: n/a, never 0
     assert unlogged.summary["ibs"].isna().all()
-    assert report.calibration_rows(unlogged, "csv")[1][1:] == ["n/a"] * 4
+    assert tables.calibration_rows(unlogged, "csv")[1][1:] == ["n/a"] * 4
 
 
 def test_caption_gives_each_cohorts_range_of_test_events():
     res = analysed({"a": 1.0, "b": 0.5}, cohorts=("ucec", "blca"), folds=3, n=30)
-    caption = report.cindex_table(res).caption
+    caption = analysis.cindex_table(res).caption
     spans = []
     for cohort in ("blca", "ucec"):  # canonical order, whatever order the runs came in
         n = res.scores.loc[res.scores["cohort"] == cohort, "n_events_test"]
@@ -157,21 +157,21 @@ def test_caption_gives_each_cohorts_range_of_test_events():
     assert f"Events per test fold: {', '.join(spans)};" in caption
 
 
-def paper_profile_table(profile: str, epochs: int, data: str = "tcga") -> report.CIndexTable:
+def paper_profile_table(profile: str, epochs: int, data: str = "tcga") -> analysis.CIndexTable:
     runs, preds = frames({"mcat": 1.0, "snn": 0.5}, protocol="paper", data=data, folds=3)
-    return report.cindex_table(report.analyse(runs.assign(profile=profile, epochs=str(epochs)), preds, n_boot=200))
+    return analysis.cindex_table(analysis.analyse(runs.assign(profile=profile, epochs=str(epochs)), preds, n_boot=200))
 
 
 def test_published_rows_only_beside_a_paper_protocol_tcga_table():
     paper = paper_profile_table("paper", 20)
     assert "MCAT — published (MCAT release)" in paper.rows and "published (MCAT release)" in paper.caption
     assert paper.cells[("MCAT — published (MCAT release)", "blca")][:2] == (0.6243, 0.0342)
-    assert report.ORACLE not in paper.rows
-    nested = report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="nested", data="tcga", folds=3))
+    assert analysis.ORACLE not in paper.rows
+    nested = analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="nested", data="tcga", folds=3))
     synthetic = paper_profile_table("paper", 20, data="synthetic")
     for table in (nested, synthetic):
-        assert not any("published" in r for r in table.rows) and report.PUBLISHED_LABEL not in table.caption
-    assert report.ORACLE in synthetic.rows and synthetic.cells[(report.ORACLE, "blca")][:2] == (0.75, 0.0)
+        assert not any("published" in r for r in table.rows) and analysis.PUBLISHED_LABEL not in table.caption
+    assert analysis.ORACLE in synthetic.rows and synthetic.cells[(analysis.ORACLE, "blca")][:2] == (0.75, 0.0)
 
 
 def test_published_rows_only_beside_the_paper_profiles_epochs_and_the_paper_caption_says_what_it_does():
@@ -182,22 +182,22 @@ def test_published_rows_only_beside_the_paper_profiles_epochs_and_the_paper_capt
         assert f"not shown: they trained 20 epochs (profile paper), these runs {epochs} (profile {profile})" in table.caption
     caption = paper_profile_table("paper", 20).caption
     assert "bins cut on the whole cohort including the scored fold" in caption and "the last epoch scored" in caption
-    assert "whole cohort" not in report.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3)).caption
+    assert "whole cohort" not in analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3)).caption
 
 
 def test_a_cell_with_missing_folds_says_how_many_it_has(tmp_path):
     runs, preds = frames({"a": 1.0, "b": 0.5}, cohorts=("blca", "luad"), folds=5, n=40)
     gone = (runs["model"] == "b") & (runs["cohort"] == "luad") & (runs["fold"] == 3)
-    res = report.analyse(runs[~gone], preds[~((preds["model"] == "b") & (preds["cohort"] == "luad") & (preds["fold"] == 3))],
-                         n_boot=50)
-    table = report.cindex_table(res)
+    res = analysis.analyse(runs[~gone], preds[~((preds["model"] == "b") & (preds["cohort"] == "luad") & (preds["fold"] == 3))],
+                           n_boot=50)
+    table = analysis.cindex_table(res)
     assert table.partial == {("b", "luad"): "4/5 folds"} and "k/n folds" in table.caption
-    report.write_table(table, tmp_path)
+    tables.write_table(table, tmp_path)
     csv = pd.read_csv(tmp_path / "cindex_table.csv").set_index("Model")
     assert csv.loc["b", "LUAD"].endswith(" (4/5 folds)") and "folds" not in csv.loc["b", "BLCA"] + csv.loc["a", "LUAD"]
     for name in ("cindex_table.md", "cindex_table.tex"):
         assert (tmp_path / name).read_text(encoding="utf-8").count("(4/5 folds)") == 1, name
-    full = report.cindex_table(analysed({"a": 1.0, "b": 0.5}, folds=5, n=40))
+    full = analysis.cindex_table(analysed({"a": 1.0, "b": 0.5}, folds=5, n=40))
     assert full.partial == {} and "k/n folds" not in full.caption
 
 
@@ -218,15 +218,15 @@ def test_report_refuses_runs_that_differ_in_a_setting_unless_allowed(tmp_path, c
     client.set_terminated(rerun.info.run_id)
     out = tmp_path / "results"
 
-    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 2
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "differ in precision: bf16 (1 run, e.g. " + rerun.info.run_id + "), n/a (5 runs, e.g." in err
     assert "--allow-mixed" in err and not out.exists()
 
-    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out), "--allow-mixed"]) == 0
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out), "--allow-mixed"]) == 0
     md = (out / "cindex_table.md").read_text(encoding="utf-8")
     assert f"Mixed settings (built with --allow-mixed): precision: bf16 (1 run, e.g. {rerun.info.run_id})" in md
-    assert report.mixed_settings(pd.DataFrame({"run_id": ["x", "y"], "precision": ["fp32", "fp32"]})) == []
+    assert store.mixed_settings(pd.DataFrame({"run_id": ["x", "y"], "precision": ["fp32", "fp32"]})) == []
 
 
 def test_published_constant_matches_the_released_files(shared_data):
@@ -235,32 +235,32 @@ def test_published_constant_matches_the_released_files(shared_data):
                "SNN": "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig"}
     for name, folder in folders.items():
         table = pd.read_csv(source / folder / "cindex.csv").set_index("Project")
-        for cohort, (mean, std) in report.PUBLISHED_MCAT[name].items():
+        for cohort, (mean, std) in analysis.PUBLISHED_MCAT[name].items():
             assert mean == pytest.approx(table.loc[cohort, "Val C-Index (Mean)"], abs=5e-5)
             assert std == pytest.approx(table.loc[cohort, "Val C-Index (STD)"], abs=5e-5)
 
 
 def test_figures_exist_decode_and_have_fixed_pixel_sizes(tmp_path):
     res = analysed({"abmil": 1.0, "ghanet": 2.0, "snn": 0.2}, cohorts=("blca", "luad"), n=40, folds=3)
-    files = report.write_figures(res, tmp_path)
+    files = figures.write_figures(res, tmp_path)
     assert sorted(p.name for p in (tmp_path / "km").iterdir()) == [
         f"{c}_{m}.png" for c in ("blca", "luad") for m in ("abmil", "ghanet", "snn")]
-    expected = {"fold_cindex.png": report.FOLD_PLOT_SIZE, "ranks.png": report.RANKS_SIZE,
-                "km_grid.png": (report.KM_CELL[0] * 3, report.KM_CELL[1] * 2)}
+    expected = {"fold_cindex.png": figures.FOLD_PLOT_SIZE, "ranks.png": figures.RANKS_SIZE,
+                "km_grid.png": (figures.KM_CELL[0] * 3, figures.KM_CELL[1] * 2)}
     for path in files:
-        w, h = expected.get(path.name, report.KM_SIZE)
+        w, h = expected.get(path.name, figures.KM_SIZE)
         image = imread(path)
-        assert image.shape[:2] == (round(h * report.DPI), round(w * report.DPI)), path.name
+        assert image.shape[:2] == (round(h * figures.DPI), round(w * figures.DPI)), path.name
         assert image[..., :3].std() > 0.05  # something is drawn
 
 
 def test_tables_and_csvs_are_byte_identical_on_rerun(tmp_path):
     res = analysed({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
-    first = report.write_table(report.cindex_table(res), tmp_path) + report.write_csvs(res, tmp_path)
+    first = tables.write_table(analysis.cindex_table(res), tmp_path) + tables.write_csvs(res, tmp_path)
     before = {p.name: p.read_bytes() for p in first}
     again = analysed({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
-    report.write_table(report.cindex_table(again), tmp_path)
-    report.write_csvs(again, tmp_path)
+    tables.write_table(analysis.cindex_table(again), tmp_path)
+    tables.write_csvs(again, tmp_path)
     assert {p.name: p.read_bytes() for p in first} == before
     md = (tmp_path / "cindex_table.md").read_text(encoding="utf-8")
     assert "Protocol: nested; data: synthetic; folds: 3 (0, 1, 2); seeds: 1 (1); Optuna trials per job: 4" in md
@@ -323,7 +323,7 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     for name in names:
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "cindex_table.csv")
-    assert table["Model"].tolist() == ["ABMIL", "G-HANet", report.ORACLE]
+    assert table["Model"].tolist() == ["ABMIL", "G-HANet", analysis.ORACLE]
     assert table.loc[2, "BLCA"] == "0.710 ± 0.008"  # oracle_c_index 0.70, 0.71, 0.72
     calibration = pd.read_csv(out / "calibration_table.csv", keep_default_na=False).set_index("Model")
     assert calibration.loc["G-HANet", "LUAD IBS"] == "0.190 ± 0.000"  # the fold runs' logged ibs metric
@@ -334,7 +334,7 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     assert pairwise[["t_corrected_p", "boot_p", "holm_p"]].apply(lambda s: s.between(0, 1)).all().all()
     before = {name: (out / name).read_bytes() for name in names}  # tables, and figures too (fixed jitter seed)
 
-    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 0  # rerun, in-process
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 0  # rerun, in-process
     assert {name: (out / name).read_bytes() for name in before} == before
 
     client = MlflowClient(tracking_uri=uri)
@@ -348,21 +348,21 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
 
     # bad inputs: one paragraph, exit 2
     capsys.readouterr()
-    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "nope", "--out", str(out)]) == 2
+    assert cli_main(main)(["--tracking-uri", uri, "--experiment", "nope", "--out", str(out)]) == 2
     assert "'nope' is not in the MLflow store" in capsys.readouterr().err
     other = client.create_experiment("tcga-paper")
     stray = client.create_run(other, tags={RUN_KIND: "fold"})
     client.set_terminated(stray.info.run_id)
-    assert cli_main(report.main)(["--tracking-uri", uri, "--out", str(out)]) == 2
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "several experiments: synthetic-nested, tcga-paper" in err and "--experiment" in err
-    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "tcga-paper", "--out", str(out)]) == 2
+    assert cli_main(main)(["--tracking-uri", uri, "--experiment", "tcga-paper", "--out", str(out)]) == 2
     assert "lacks the tags" in capsys.readouterr().err
     mixed = client.create_run(exp.experiment_id, tags={
         RUN_KIND: "fold", "model": "snn", "cohort": "blca", "fold": "0", "protocol": "paper", "data": "synthetic",
         "seed": "1"})
     client.set_terminated(mixed.info.run_id)
-    assert cli_main(report.main)(["--tracking-uri", uri, "--experiment", "synthetic-nested", "--out", str(out)]) == 2
+    assert cli_main(main)(["--tracking-uri", uri, "--experiment", "synthetic-nested", "--out", str(out)]) == 2
     assert "mixes fold runs with protocol nested, paper" in capsys.readouterr().err
 
 
@@ -370,11 +370,11 @@ def test_report_cli_refuses_missing_and_empty_stores(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
     missing = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
-    assert cli_main(report.main)(["--tracking-uri", missing, "--out", str(tmp_path / "r")]) == 2
+    assert cli_main(main)(["--tracking-uri", missing, "--out", str(tmp_path / "r")]) == 2
     assert "No MLflow store at" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
     empty = new_store(tmp_path / "mlflow.db")
     MlflowClient(tracking_uri=empty).search_experiments()  # creates the store, with no runs at all
-    assert cli_main(report.main)(["--tracking-uri", empty, "--out", str(tmp_path / "r")]) == 2
+    assert cli_main(main)(["--tracking-uri", empty, "--out", str(tmp_path / "r")]) == 2
     assert "has no finished fold runs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

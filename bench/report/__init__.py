@@ -1,4 +1,10 @@
-"""bench.report: tables and figures from the MLflow store (being split into modules; see analysis.py)."""
+"""Tables and figures from the finished fold runs in the MLflow store: `python -m bench.report` (see `cli`).
 
-from bench.report.analysis import *  # noqa: F401,F403
-from bench.report.analysis import main  # noqa: F401
+The modules depend one way: `store` (the only one that reads MLflow) -> `analysis` (per-fold scores, pooled C,
+pairwise tests, the table's marks and captions) -> `tables` (csv, md, tex) and `figures` (png) -> `cli` (writes
+--out and logs the report run). Every function after `store` takes DataFrames.
+"""
+
+from bench.report.cli import main
+
+__all__ = ["main"]

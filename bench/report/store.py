@@ -1,0 +1,143 @@
+"""Reading the MLflow store: one experiment's finished fold runs, checked, and their predictions.
+
+The only module of bench.report that reads MLflow; everything after it takes DataFrames. The runs of a table
+must agree on every recorded setting (`SETTING_TAGS`), unless the caller allows a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS
+
+FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
+REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
+PRED_COLUMNS = ("case_id", "split", "time", "event", "risk")
+RUN_METRICS = ("oracle_c_index", "ibs", "td_auc")  # read from each fold run; calibration needs its bin edges
+
+
+def _check_store(uri: str) -> None:
+    """A missing local store would silently be created empty by MLflow: refuse it instead."""
+    if uri.startswith("sqlite:///"):
+        path, exists = Path(uri.removeprefix("sqlite:///")), Path.is_file
+    elif "://" not in uri or uri.startswith("file://"):
+        path, exists = Path(uri.removeprefix("file://")), Path.is_dir
+    else:
+        return
+    if not exists(path):
+        raise BenchError(f"No MLflow store at {path} (tracking URI {uri}). Run `python -m bench.run` first, "
+                         "or pass --tracking-uri naming the store that holds the runs.")
+
+
+def _all_runs(client, experiment_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], FOLD_FILTER, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _pick_experiment(client, name: str | None, uri: str):
+    experiments = client.search_experiments()
+    with_folds = [e for e in experiments if client.search_runs([e.experiment_id], FOLD_FILTER, max_results=1)]
+    listing = ", ".join(sorted(e.name for e in with_folds)) or "none"
+    if name is not None:
+        match = [e for e in experiments if e.name == name]
+        if not match:
+            raise BenchError(f"Experiment {name!r} is not in the MLflow store {uri}. Experiments with finished "
+                             f"fold runs: {listing}. Pass one of them with --experiment.")
+        return match[0]
+    if not with_folds:
+        raise BenchError(f"The MLflow store {uri} has no finished fold runs (tag {RUN_KIND}=fold, status FINISHED). "
+                         "Run `python -m bench.run` first, or pass --tracking-uri naming the store that holds them.")
+    if len(with_folds) > 1:
+        raise BenchError(f"The MLflow store {uri} has finished fold runs in several experiments: {listing}. "
+                         "Choose one with --experiment NAME.")
+    return with_folds[0]
+
+
+def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Finished fold runs and their predictions: (runs, predictions, experiment_id).
+
+    The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run predates the tag), unless
+    `allow_mixed`: then the table's caption lists the mix.
+
+    `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
+    with its tags and `RUN_METRICS` (NaN where not logged). `predictions` is every run's predictions.csv
+    stacked, with model, cohort, seed and fold added.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    _check_store(uri)
+    try:
+        client = MlflowClient(tracking_uri=uri)
+        exp = _pick_experiment(client, experiment, uri)
+        found = _all_runs(client, exp.experiment_id)
+    except MlflowException as err:
+        reason = err.message.splitlines()[0].rstrip(".")
+        raise BenchError(f"Cannot read the MLflow store at {uri}: {reason}. "
+                         "Check --tracking-uri (and that the tracking server is running).") from err
+    if not found:
+        raise BenchError(f"Experiment {exp.name!r} in {uri} has no finished fold runs (tag {RUN_KIND}=fold, status "
+                         "FINISHED). Run `python -m bench.run` for it first.")
+    rows = []
+    for run in found:
+        tags = run.data.tags
+        missing = [t for t in REQUIRED_TAGS if t not in tags]
+        if missing:
+            raise BenchError(f"Fold run {run.info.run_id} in experiment {exp.name!r} lacks the tags "
+                             f"{', '.join(missing)}; it was not written by bench.run. Delete it or tag it.")
+        rows.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
+                     **{t: tags[t] for t in REQUIRED_TAGS},
+                     **{t: tags.get(t, "n/a") for t in SETTING_TAGS},
+                     **{m: run.data.metrics.get(m, np.nan) for m in RUN_METRICS}})
+    runs = pd.DataFrame(rows)
+    for tag in ("protocol", "data"):
+        if runs[tag].nunique() > 1:
+            found_values = ", ".join(sorted(runs[tag].unique()))
+            raise BenchError(f"Experiment {exp.name!r} mixes fold runs with {tag} {found_values}; "
+                             "one table needs one protocol and one data source. Rerun into separate experiments "
+                             "(bench.run's default names them <data>-<protocol>).")
+    runs["fold"] = runs["fold"].astype(int)
+    runs["seed"] = runs["seed"].astype(int)
+    runs = (runs.sort_values(["model", "cohort", "seed", "fold", "end_time", "run_id"], ascending=[1, 1, 1, 1, 0, 0])
+                .drop_duplicates(["model", "cohort", "seed", "fold"]).reset_index(drop=True))
+    if (mixed := mixed_settings(runs)) and not allow_mixed:
+        raise BenchError(f"Experiment {exp.name!r}: the runs of one table differ in {'; '.join(mixed)}. "
+                         "A table needs one setting of each: rerun the odd jobs with the table's settings (bench.run "
+                         "reruns exactly those), or pass --allow-mixed to build it anyway with the mix in its caption.")
+    preds = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs.itertuples():
+            where = f"fold run {run.run_id} ({run.model}, {run.cohort}, fold {run.fold}, seed {run.seed})"
+            try:
+                path = client.download_artifacts(run.run_id, PREDICTIONS_ARTIFACT, os.path.join(tmp, run.run_id))
+            except (MlflowException, OSError) as err:
+                raise BenchError(f"The {where} has no readable {PREDICTIONS_ARTIFACT} artifact ({err}). "
+                                 "Rerun that job with `python -m bench.run`.") from err
+            table = pd.read_csv(path)
+            lacking = [c for c in PRED_COLUMNS if c not in table.columns]
+            if lacking:
+                raise BenchError(f"{PREDICTIONS_ARTIFACT} of the {where} lacks the columns {', '.join(lacking)}. "
+                                 "Rerun that job with `python -m bench.run`.")
+            preds.append(table.assign(model=run.model, cohort=run.cohort, seed=run.seed, fold=run.fold))
+    return runs.drop(columns="end_time"), pd.concat(preds, ignore_index=True), exp.experiment_id
+
+
+def mixed_settings(runs: pd.DataFrame, examples: int = 3) -> list[str]:
+    """Each setting on which the runs differ, as `tag: value (n runs, e.g. ids), ...`; [] when they agree."""
+    out = []
+    for tag in (t for t in SETTING_TAGS if t in runs and runs[t].nunique() > 1):
+        parts = [f"{value} ({len(ids)} run{'s' if len(ids) > 1 else ''}, e.g. {', '.join(ids[:examples])})"
+                 for value, ids in runs.groupby(tag)["run_id"].agg(list).items()]
+        out.append(f"{tag}: {', '.join(parts)}")
+    return out

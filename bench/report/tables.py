@@ -1,0 +1,127 @@
+"""The C-index and calibration tables (csv, md, tex) and the summary CSVs, with fixed formatting so a rerun
+is byte-identical."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.report.analysis import CIndexTable, Results, calibration_caption, cohort_order, display
+
+
+def _cell_text(cell, fmt: str) -> str:
+    mu, sd, bold, worse = cell
+    if not np.isfinite(mu):
+        return "n/a"
+    pm = {"latex": "$\\pm$", "md": "±", "csv": "±"}[fmt]
+    text = f"{mu:.3f} {pm} {sd:.3f}"
+    if worse:
+        text += {"latex": "$^\\dagger$", "md": " †", "csv": " †"}[fmt]
+    if bold and fmt == "md":
+        text = f"**{text}**"
+    if bold and fmt == "latex":
+        text = f"\\textbf{{{text}}}"
+    return text
+
+
+def table_rows(table: CIndexTable, fmt: str) -> list[list[str]]:
+    """Header plus one list of cell strings per row, for `fmt` in csv | md | latex."""
+    header = ["Model"] + [c.upper() for c in table.cohorts] + ["Overall mean", "Mean rank"]
+    out = [header]
+    for row in table.rows:
+        cells = [_cell_text(table.cells[(row, c)], fmt) + (f" ({table.partial[(row, c)]})" if (row, c) in table.partial
+                                                          else "") for c in table.cohorts]
+        overall = table.overall.get(row, np.nan)
+        rank = table.rank.get(row, np.nan)
+        out.append([row] + cells + [f"{overall:.3f}" if np.isfinite(overall) else "n/a",
+                                    f"{rank:.2f}" if np.isfinite(rank) else "–"])
+    return out
+
+
+LATEX_TEXT = (("\\", "\\textbackslash{}"), ("_", "\\_"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#"),
+              (">=", "$\\geq$"), ("<", "$<$"), (">", "$>$"), ("±", "$\\pm$"), ("×", "$\\times$"),
+              ("†", "$^\\dagger$"), ("—", "---"), ("–", "--"), ("α", "$\\alpha$"))
+
+
+def _latex_escape(text: str) -> str:
+    """Plain text (labels, caption) to LaTeX that compiles with the default font encoding."""
+    for plain, latex in LATEX_TEXT:
+        text = text.replace(plain, latex)
+    return text
+
+
+def write_table(table: CIndexTable, out: Path) -> list[Path]:
+    """cindex_table.csv, .md and .tex; fixed formatting so a rerun is byte-identical."""
+    csv_path, md_path, tex_path = out / "cindex_table.csv", out / "cindex_table.md", out / "cindex_table.tex"
+    plain = table_rows(table, "csv")
+    pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
+    md = table_rows(table, "md")
+    lines = [f"**Table.** {table.caption}", "", "| " + " | ".join(md[0]) + " |",
+             "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tex = table_rows(table, "latex")
+    n_cohorts = len(table.cohorts)
+    body = [" & ".join(c if 0 < i <= n_cohorts else _latex_escape(c) for i, c in enumerate(r)) + " \\\\"
+            for r in tex[1:]]
+    caption = _latex_escape(table.caption)
+    tex_lines = ["\\begin{table}[t]", "\\centering", "\\small",
+                 f"\\caption{{{caption}}}", "\\label{tab:cindex}",
+                 "\\begin{tabular}{l" + "c" * (len(tex[0]) - 1) + "}", "\\hline",
+                 " & ".join(tex[0]) + " \\\\", "\\hline", *body, "\\hline", "\\end{tabular}", "\\end{table}"]
+    tex_path.write_text("\n".join(tex_lines) + "\n", encoding="utf-8")
+    return [csv_path, md_path, tex_path]
+
+
+def _mean_pm_std(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {std:.3f}" if np.isfinite(mean) else "n/a"
+
+
+def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
+    """Header plus one row per model: IBS and td-AUC mean ± std per cohort, then their means over cohorts.
+
+    `fmt` is csv or md; md bolds the lowest IBS of each cohort (lower is better).
+    """
+    s = res.summary
+    cohorts, models = cohort_order(s["cohort"]), sorted(s["model"].unique())
+    cells = s.set_index(["cohort", "model"])
+    best = s.groupby("cohort")["ibs"].min()
+    out = [["Model"] + [f"{c.upper()} {m}" for c in cohorts for m in ("IBS", "td-AUC")] + ["Mean IBS", "Mean td-AUC"]]
+    for model in models:
+        row = [display(model)]
+        for cohort in cohorts:
+            if (cohort, model) not in cells.index:
+                row += ["n/a", "n/a"]
+                continue
+            r = cells.loc[(cohort, model)]
+            ibs = _mean_pm_std(r["ibs"], r["ibs_std"])
+            if fmt == "md" and np.isfinite(r["ibs"]) and r["ibs"] == best[cohort]:
+                ibs = f"**{ibs}**"
+            row += [ibs, _mean_pm_std(r["td_auc"], r["td_auc_std"])]
+        means = s.loc[s["model"] == model, ["ibs", "td_auc"]].mean()
+        row += [f"{v:.3f}" if np.isfinite(v) else "n/a" for v in (means["ibs"], means["td_auc"])]
+        out.append(row)
+    return out
+
+
+def write_calibration_table(res: Results, out: Path) -> list[Path]:
+    """calibration_table.csv and .md, beside cindex_table.*; fixed formatting so a rerun is byte-identical."""
+    csv_path, md_path = out / "calibration_table.csv", out / "calibration_table.md"
+    plain = calibration_rows(res, "csv")
+    pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
+    md = calibration_rows(res, "md")
+    lines = [f"**Table.** {calibration_caption(res)}", "", "| " + " | ".join(md[0]) + " |",
+             "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
+    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [csv_path, md_path]
+
+
+def write_csvs(res: Results, out: Path) -> list[Path]:
+    """pairwise_tests.csv and cindex_summary.csv with fixed float formatting."""
+    pw, sm = out / "pairwise_tests.csv", out / "cindex_summary.csv"
+    res.pairwise.to_csv(pw, index=False, float_format="%.6g", lineterminator="\n")
+    res.summary.to_csv(sm, index=False, float_format="%.6g", lineterminator="\n")
+    return [pw, sm]
