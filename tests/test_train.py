@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench import train as train_mod
 from bench.fold import PatientSet
-from bench.survival import c_index
+from bench.survival import c_index, nll_loss
 from bench.train import TrainingError, TrainSettings, balanced_draws, build_model, fit, predict, score
 from models import SurvivalOutput, get_model_class
 
@@ -69,6 +70,97 @@ def test_micro_batched_step_equals_one_by_one(name, params, micro):
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=f"{name}.{key} differs")
     assert any(not torch.equal(a[k], initial[k]) for k in a), "training changed no parameter"
     np.testing.assert_allclose(batched.train_loss, single.train_loss, rtol=1e-5)
+
+
+def cut_cost(sizes, runs, pass_cost) -> float:
+    return sum((b - a) * sizes[b - 1] + pass_cost for a, b in runs)
+
+
+def test_runs_are_the_cheapest_cut_of_the_sorted_bags():
+    """The dynamic programme against every way to cut the sorted bags (2^(n-1) of them), under `size` and `max_tokens`."""
+    rng = np.random.default_rng(4)
+    for _ in range(60):
+        n = int(rng.integers(1, 10))
+        sizes = np.sort(rng.integers(1, 200, n))
+        size, pass_cost = int(rng.integers(1, 9)), float(rng.choice([0.5, 16, 64, 1e4]))
+        max_tokens = int(rng.choice([0, 150, 400]))
+        runs = train_mod._runs(sizes, size, max_tokens or None, pass_cost)
+        assert [a for a, _ in runs] == [0] + [b for _, b in runs[:-1]] and runs[-1][1] == n  # contiguous, covering
+        best = float("inf")
+        for mask in range(2 ** (n - 1)):
+            cuts = [0] + [i + 1 for i in range(n - 1) if mask >> i & 1] + [n]
+            cand = list(zip(cuts[:-1], cuts[1:]))
+            if all(b - a <= size and (b - a == 1 or not max_tokens or (b - a) * sizes[b - 1] <= max_tokens) for a, b in cand):
+                best = min(best, cut_cost(sizes, cand, pass_cost))
+        assert all(b - a <= size and (b - a == 1 or not max_tokens or (b - a) * sizes[b - 1] <= max_tokens) for a, b in runs)
+        assert cut_cost(sizes, runs, pass_cost) == pytest.approx(best)
+
+
+def test_chunks_cut_a_long_bag_off_on_a_cpu_and_keep_the_fewest_passes_elsewhere():
+    train = tiny_set(n=8)
+    train.bags = [np.zeros((3, 16), np.float32)] * 7 + [np.zeros((200, 16), np.float32)]
+    idx = np.arange(8)[::-1].copy()
+    cpu = train_mod._chunks(train, idx, 8, pass_cost=train_mod.CPU_PASS_COST["abmil"])
+    assert [sorted(c.tolist()) for c in cpu] == [list(range(7)), [7]]  # 7 x 3 + 200 + 2 passes, not 8 x 200 + 1 pass
+    assert [sorted(c.tolist()) for c in train_mod._chunks(train, idx, 8)] == [list(range(8))]
+    assert [len(c) for c in train_mod._chunks(train, idx, 3)] == [3, 3, 2]  # 3 passes; the long bag pads one short bag
+    assert train_mod._pass_cost(get_model_class("abmil"), TrainSettings()) == 64.0
+    assert train_mod._pass_cost(get_model_class("mcat"), TrainSettings()) is None  # measured: cutting gained nothing
+    assert train_mod._pass_cost(get_model_class("abmil"), TrainSettings(device="cuda")) is None  # not measured there
+
+
+def test_a_fit_with_passes_cut_by_padding_equals_one_by_one(monkeypatch):
+    """At a pass cost of one patch every step is cut into several padded passes; the sum, hence the fit, is the same."""
+    calls = []
+    real = train_mod._chunks
+    monkeypatch.setattr(train_mod, "CPU_PASS_COST", {"abmil": 1.0})
+    monkeypatch.setattr(train_mod, "_chunks", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    train, params = tiny_set(), {"dropout": 0.0}
+    settings = dict(lr=2e-4, epochs=2, grad_accum=8, seed=3)
+    cut = fit("abmil", train, params, TrainSettings(**settings, micro_batch=8))
+    assert any(1 < len(c) < 8 for chunks in calls for c in chunks) and max(map(len, calls)) > 1
+    single = fit("abmil", train, params, TrainSettings(**settings, micro_batch=1))
+    a, b = params_of(cut.model), params_of(single.model)
+    for key in a.keys() - SHIFT_INVARIANT:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=f"abmil.{key} differs")
+    np.testing.assert_allclose(cut.train_loss, single.train_loss, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["abmil", "mcat", "ghanet"])
+def test_passes_cut_by_padding_give_the_outputs_and_gradients_of_one_by_one(name):
+    """One step's patients in cut padded passes against one pass per patient: logits and every parameter's gradient.
+
+    Gradients, not fitted parameters: mcat and ghanet feed Linear layers into LayerNorm, whose output ignores
+    a shift of all features, so some gradient components are zero in exact arithmetic and Adam would scale
+    their float noise of either order up to steps of about `lr`.
+    """
+    train, params = tiny_set(n=12, seed=5), {"dropout": 0.0}
+    cls = get_model_class(name)
+    model = build_model(name, train, params, seed=3).train()
+    step = np.array([0, 3, 5, 6, 7, 9, 10, 11])
+
+    def run(chunks):
+        model.zero_grad(set_to_none=True)
+        logits = {}
+        for mb in chunks:
+            wsi, mask, omics = train_mod.collate(train, mb, cls, "cpu", for_training=True)
+            out = model(wsi=wsi, mask=mask, omics=omics)
+            loss = nll_loss(out.logits, torch.as_tensor(train.bins[mb]), torch.as_tensor(1.0 - train.event[mb]).float())
+            extra = model.extra_loss(out, omics)
+            (loss if extra is None else loss + extra).sum().backward()
+            logits.update(zip(mb.tolist(), out.logits.detach()))
+        return logits, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+    chunks = train_mod._chunks(train, step, 8, pass_cost=1.0)
+    assert sorted(np.concatenate(chunks).tolist()) == step.tolist() and any(len(c) > 1 for c in chunks) and len(chunks) > 1
+    cut_logits, cut_grads = run(chunks)
+    one_logits, one_grads = run([step[i : i + 1] for i in range(len(step))])
+    for i in step.tolist():
+        torch.testing.assert_close(cut_logits[i], one_logits[i], atol=1e-5, rtol=1e-5)
+    assert cut_grads.keys() == one_grads.keys() and len(cut_grads) > 4
+    for key, g in one_grads.items():
+        torch.testing.assert_close(cut_grads[key], g, atol=1e-5 * max(1.0, g.abs().max().item()), rtol=1e-4,
+                                   msg=f"{name}.{key} gradient differs")
 
 
 def test_balanced_draws_with_replacement_equalise_strata():
