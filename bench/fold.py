@@ -6,11 +6,13 @@ on the patients passed as `fit_ids` only, so the held-out side never informs it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.data import Cohort, FeatureStore
+from bench.data.features import Bags
 from bench.survival import assign_bins
 
 
@@ -23,7 +25,7 @@ class PatientSet:
     event: np.ndarray  # 1 = death observed
     bins: np.ndarray
     omics: list[np.ndarray]  # 6 x [n, d_i], z-scored with the training side's scaler
-    bags: list[np.ndarray] | None  # [N_i, D] per patient; None when the model needs no WSI
+    bags: Sequence[np.ndarray] | None  # [N_i, D] per patient (`Bags` reads them on access); None without WSI
     truth: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -33,9 +35,14 @@ class PatientSet:
         idx = list(idx)
         return PatientSet(
             case_ids=[self.case_ids[i] for i in idx], time=self.time[idx], event=self.event[idx], bins=self.bins[idx],
-            omics=[o[idx] for o in self.omics], bags=None if self.bags is None else [self.bags[i] for i in idx],
+            omics=[o[idx] for o in self.omics], bags=None if self.bags is None else
+            self.bags.take(idx) if isinstance(self.bags, Bags) else [self.bags[i] for i in idx],
             truth=None if self.truth is None else self.truth[idx],
         )
+
+    def bag_sizes(self) -> np.ndarray:
+        """Patches per bag, without reading bags that are read on access."""
+        return self.bags.sizes() if isinstance(self.bags, Bags) else np.array([len(b) for b in self.bags])
 
 
 class OmicScaler:
@@ -51,7 +58,7 @@ class OmicScaler:
 
 def patient_set(cohort: Cohort, case_ids, edges: np.ndarray, scaler: OmicScaler, store: FeatureStore | None) -> PatientSet:
     p = cohort.patients.loc[list(case_ids)]
-    bags = None if store is None else [store.bag(c, p.at[c, "slides"]) for c in case_ids]
+    bags = None if store is None else store.bags(case_ids, [p.at[c, "slides"] for c in case_ids])
     truth = None if cohort.truth is None else cohort.truth.loc[list(case_ids)].to_numpy(float)
     return PatientSet(
         case_ids=list(case_ids), time=p["time"].to_numpy(float), event=p["event"].to_numpy(int),

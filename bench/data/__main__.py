@@ -14,14 +14,14 @@ from .layout import DataRoot, parse_cohorts
 def _synth(args) -> int:
     from .synth import DEFAULT_SCALE, synthesize
 
-    if args.min_test_events < 0 or (args.scale is not None and args.scale <= 0):
-        raise BenchError(f"--scale {args.scale} and --min-test-events {args.min_test_events}: the scale must be positive "
-                         "and the deaths per test fold zero or more.")
+    if args.min_test_events < 0 or (args.scale is not None and args.scale <= 0) or args.dim < 1:
+        raise BenchError(f"--scale {args.scale}, --min-test-events {args.min_test_events} and --dim {args.dim}: the scale "
+                         "must be positive, the deaths per test fold zero or more and the feature width at least 1.")
     t0 = time.perf_counter()
     print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE}, "
-          f"at least {args.min_test_events} deaths per test fold)")
+          f"at least {args.min_test_events} deaths per test fold, features of width {args.dim})")
     synthesize(args.out, parse_cohorts(args.cohorts), seed=args.seed, scale=args.scale or DEFAULT_SCALE,
-               min_test_events=args.min_test_events)
+               min_test_events=args.min_test_events, dim=args.dim)
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -31,7 +31,7 @@ def _check(args) -> int:
 
     root = DataRoot(args.data_root, args.features_dir)
     missing = []
-    patients = patches = 0
+    patients = patches = nbytes = 0
     for cohort in parse_cohorts(args.cohorts):
         variant = root.resolve_variant(cohort, args.table_variant)
         rep = check_cohort(root, cohort, variant, features=not args.no_features,
@@ -40,8 +40,9 @@ def _check(args) -> int:
         missing += rep.missing_patients
         patients += len(rep.bag_sizes)
         patches += sum(rep.bag_sizes.values())
+        nbytes += sum(rep.bag_sizes.values()) * (rep.feature_dim or 0) * 4
     if patches:
-        print(sweep_estimate(patients, patches))
+        print(sweep_estimate(patients, patches, nbytes))
     if missing and args.on_missing == "error":
         raise BenchError(f"{len(missing)} patient(s) have no slide features: {', '.join(missing[:5])}"
                          f"{', ...' if len(missing) > 5 else ''} (all listed above). Extract them, or pass "
@@ -49,14 +50,14 @@ def _check(args) -> int:
     return 0
 
 
-def sweep_estimate(patients: int, patches: int, dim: int = 1024) -> str:
+def sweep_estimate(patients: int, patches: int, nbytes: int) -> str:
     """Size of a paper-scale sweep over these patients: what one epoch reads, and patch passes in all."""
     from bench.profiles import PROFILES
 
     paper = PROFILES["paper"]
     fits = paper.trials * (1 - paper.inner_val_fraction) + 1  # tuning trials on the inner part, then the refit
     passes = 0.8 * patches * paper.epochs * fits * 5  # training folds hold 4/5 of the patients, 5 folds
-    return (f"sweep size: {patients} patients with features, {patches} patches = {patches * dim * 4 / 2**30:.2f} GiB of "
+    return (f"sweep size: {patients} patients with features, {patches} patches = {nbytes / 2**30:.2f} GiB of "
             f"float32 (the I/O of one epoch over every cohort without the in-memory cache). A paper-profile nested sweep "
             f"({paper.trials} trials + refit, {paper.epochs} epochs, 5 folds) makes about {passes / 1e6:,.1f} million patch "
             "forward+backward passes per model; multiply by a model's seconds per patch from `python -m bench.perf models` "
@@ -82,6 +83,8 @@ def _main(argv: list[str] | None = None) -> int:
     s.add_argument("--min-test-events", type=int, default=8,
                    help="the floor: deaths in every test fold (default 8; 0 leaves only 8 deaths per cohort, for tiny roots)")
     s.add_argument("--cohorts", default=None, help="comma-separated short names (default: all five)")
+    s.add_argument("--dim", type=int, default=1024,
+                   help="feature width, as an encoder's (CONCH 512, UNI2-h 1536, Virchow2 2560; default 1024, CLAM's ResNet-50)")
     s.set_defaults(func=_synth)
 
     c = sub.add_parser("check", help="validate a data root and print a per-cohort summary")

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
-import torch
 
-from bench.errors import BenchError
 from bench.data.folds import load_folds, pinned_sums
 from bench.survival import assign_bins, c_index, fit_bin_edges
 
@@ -28,38 +25,14 @@ class CohortReport:
     lines: list[str] = field(default_factory=list)
     missing_patients: list[str] = field(default_factory=list)
     bag_sizes: dict[str, int] = field(default_factory=dict)
-
-
-def patch_count(store: FeatureStore, slide_id: str, case_id: str) -> int:
-    """Patches in one slide's feature file without reading the features."""
-    path = store.slide_path(slide_id)
-    try:
-        if path.suffix == ".h5":
-            with h5py.File(path, "r") as f:
-                shape = f["features"].shape
-        else:
-            shape = tuple(torch.load(path, map_location="cpu", weights_only=True, mmap=True).shape)
-    except Exception as err:
-        raise BenchError(f"feature file {path} (slide {slide_id}, patient {case_id}) cannot be read: {err}. "
-                         "Re-extract it with CLAM.") from None
-    if len(shape) != 2 or shape[1] != store.dim:
-        raise BenchError(f"feature file {path} (slide {slide_id}, patient {case_id}) has shape {tuple(shape)}; "
-                         f"expected [N, {store.dim}]. Use features from one encoder (CLAM ResNet-50 trunc gives 1024).")
-    return int(shape[0])
+    feature_dim: int | None = None  # the width every feature file of the cohort has
 
 
 def feature_coverage(cohort: Cohort, store: FeatureStore) -> tuple[dict[str, int], list[str]]:
-    """Bag size per patient whose every slide has features, and the patients lacking any; an empty bag is an error."""
-    sizes, missing = {}, []
-    for case, slides in cohort.patients["slides"].items():
-        if store.missing_slides(slides):
-            missing.append(case)
-            continue
-        sizes[case] = sum(patch_count(store, s, case) for s in slides)
-        if sizes[case] == 0:
-            raise BenchError(f"patient {case} has an empty bag: its slides ({', '.join(slides)}) hold no patches in "
-                             f"{store.folder}. Check the tissue segmentation, or drop the patient from the table.")
-    return sizes, missing
+    """Bag size per patient whose every slide has features (widths and dtypes checked), and the patients lacking any."""
+    present = {case: slides for case, slides in cohort.patients["slides"].items() if not store.missing_slides(slides)}
+    missing = [case for case in cohort.patients.index if case not in present]
+    return store.index(present), missing
 
 
 def _shown(path, root) -> str:
@@ -94,13 +67,14 @@ def check_cohort(root: DataRoot, name: str, variant: str | None = None, features
     rep.lines.append(f"  splits: train/val {sizes}; val sets disjoint and cover {sum(len(s.val) for s in folds.values())} "
                      f"patients; sha256: {verdict}")
     if features:
-        store = FeatureStore(root.features(name), cache=False)
+        store = FeatureStore(root.features(name))
         rep.bag_sizes, rep.missing_patients = feature_coverage(cohort, store)
         if rep.bag_sizes:
             q = np.percentile(list(rep.bag_sizes.values()), [0, 25, 50, 75, 100]).astype(int)
             n_patch = sum(rep.bag_sizes.values())
-            rep.lines.append(f"  bags: {len(rep.bag_sizes)}/{len(p)} patients have features; patches per bag "
-                             f"min/q25/median/q75/max {'/'.join(map(str, q))}; {n_patch} patches = "
+            rep.feature_dim = store.dim
+            rep.lines.append(f"  bags: {len(rep.bag_sizes)}/{len(p)} patients have features of width {store.dim}; "
+                             f"patches per bag min/q25/median/q75/max {'/'.join(map(str, q))}; {n_patch} patches = "
                              f"{n_patch * store.dim * 4 / 2**20:.1f} MiB of float32 read per epoch without cache")
         per_fold = [sum(c in rep.bag_sizes for c in s.val) for s in folds.values()]
         rep.lines.append(f"  val patients with features per fold: {per_fold}")

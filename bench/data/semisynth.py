@@ -36,19 +36,19 @@ def features_root(root: DataRoot) -> Path:
     return root.root / FOLDER
 
 
-def ensure_features(root: DataRoot, cohort: Cohort, seed: int = 0, log=print) -> Path:
-    """Write the cohort's simulated bags once; a stamp file records how they were made."""
+def ensure_features(root: DataRoot, cohort: Cohort, seed: int = 0, log=print, dim: int = FEATURE_DIM) -> Path:
+    """Write the cohort's simulated bags (width `dim`) once; a stamp file records how they were made."""
     folder = features_root(root) / f"tcga_{cohort.name}"
     stamp = folder / "semisynthetic.json"
     params = {"generator": "bench.data.semisynth", "seed": seed, "table": cohort.table_path.name,
-              "patients": len(cohort.patients)}
+              "patients": len(cohort.patients), "dim": dim}
     if stamp.is_file() and json.loads(stamp.read_text()) == params:
         return folder
     rng = np.random.default_rng([seed, COHORTS.index(cohort.name), 7])
     z = latent_from_genomics(cohort).astype(np.float32)
-    prototypes = rng.gamma(1.0, 1.0, size=(8, FEATURE_DIM)).astype(np.float32)
-    tumour = rng.gamma(1.0, 1.0, size=FEATURE_DIM).astype(np.float32)
-    loadings = (rng.standard_normal((FEATURE_DIM, LATENT_DIM)) * 0.35).astype(np.float32)
+    prototypes = rng.gamma(1.0, 1.0, size=(8, dim)).astype(np.float32)
+    tumour = rng.gamma(1.0, 1.0, size=dim).astype(np.float32)
+    loadings = (rng.standard_normal((dim, LATENT_DIM)) * 0.35).astype(np.float32)
     out = folder / "h5_files"
     out.mkdir(parents=True, exist_ok=True)
     for i, slides in enumerate(cohort.patients["slides"]):
@@ -61,5 +61,6 @@ def ensure_features(root: DataRoot, cohort: Cohort, seed: int = 0, log=print) ->
                 f.create_dataset("coords", data=np.zeros((n, 2), np.int32), track_times=False)
             tmp.replace(out / f"{slide_stem(slide)}.h5")
     stamp.write_text(json.dumps(params, indent=1) + "\n")
-    log(f"  semisynthetic features for tcga_{cohort.name}: {sum(map(len, cohort.patients['slides']))} slides in {out}")
+    log(f"  semisynthetic features for tcga_{cohort.name}: {sum(map(len, cohort.patients['slides']))} slides of width "
+        f"{dim} in {out}")
     return folder

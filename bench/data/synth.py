@@ -133,18 +133,22 @@ def _survival(rng: np.random.Generator, eta: np.ndarray, spec: CohortSpec, censo
 
 def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
     """Patches from tissue prototypes; a minority are tumour patches shifted along loadings @ z."""
+    dim = prototypes.shape[1]
     kinds = rng.integers(0, len(prototypes), size=n_patches)
-    feats = prototypes[kinds] + 0.6 * rng.standard_normal((n_patches, FEATURE_DIM), dtype=np.float32)
+    feats = prototypes[kinds] + 0.6 * rng.standard_normal((n_patches, dim), dtype=np.float32)
     frac = rng.uniform(0.1, 0.25)
     inf = rng.uniform(size=n_patches) < frac
     inf[rng.integers(n_patches)] = True  # at least one informative patch per slide
     n_inf = int(inf.sum())
-    feats[inf] = tumour + (loadings @ z_i)[None, :] + 0.6 * rng.standard_normal((n_inf, FEATURE_DIM), dtype=np.float32)
+    feats[inf] = tumour + (loadings @ z_i)[None, :] + 0.6 * rng.standard_normal((n_inf, dim), dtype=np.float32)
     return np.maximum(feats, 0.0).astype(np.float32)  # ResNet features are post-ReLU
 
 
-def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_events: int = MIN_TEST_EVENTS) -> dict:
-    """Write one cohort's table, features, truth and splits; return its summary."""
+def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_events: int = MIN_TEST_EVENTS,
+                 dim: int = FEATURE_DIM) -> dict:
+    """Write one cohort's table, features of width `dim`, truth and splits; return its summary.
+
+    Labels, genomics and splits are drawn before the features, so they do not depend on `dim`."""
     spec = SPECS[cohort]
     rng = np.random.default_rng([seed, COHORTS.index(cohort)])
     n = n_patients(cohort, scale, min_test_events)
@@ -167,9 +171,9 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
         values.append(x)
     omics = pd.DataFrame(np.round(np.concatenate(values, axis=1), 4), columns=columns)
 
-    prototypes = rng.gamma(1.0, 1.0, size=(8, FEATURE_DIM)).astype(np.float32)
-    tumour = rng.gamma(1.0, 1.0, size=FEATURE_DIM).astype(np.float32)
-    loadings = (rng.standard_normal((FEATURE_DIM, LATENT_DIM)) * 0.35).astype(np.float32)
+    prototypes = rng.gamma(1.0, 1.0, size=(8, dim)).astype(np.float32)
+    tumour = rng.gamma(1.0, 1.0, size=dim).astype(np.float32)
+    loadings = (rng.standard_normal((dim, LATENT_DIM)) * 0.35).astype(np.float32)
     feat_dir = root.features(cohort) / "h5_files"
     feat_dir.mkdir(parents=True, exist_ok=True)
     rows, patches = [], []
@@ -206,10 +210,13 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
             "test_events": test_events, "oracle_c_index": c_index(time, event, eta), "patches": int(np.sum(patches))}
 
 
-def params(seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, min_test_events: int = MIN_TEST_EVENTS) -> dict:
-    """What synth.json records besides the cohorts: everything that decides the files."""
+def params(seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, min_test_events: int = MIN_TEST_EVENTS,
+           dim: int = FEATURE_DIM) -> dict:
+    """What synth.json records besides the cohorts: everything that decides the files (the width only when it is
+    not the default 1024, so a default root keeps its bytes)."""
     return {"generator": "bench.data.synth", "version": GENERATOR_VERSION, "seed": seed, "scale": scale,
-            "min_test_events": min_test_events, "censoring_share": CENSORING_SHARE}
+            "min_test_events": min_test_events, "censoring_share": CENSORING_SHARE,
+            **({"dim": dim} if dim != FEATURE_DIM else {})}
 
 
 def is_default(recorded: dict) -> bool:
@@ -237,18 +244,18 @@ def ensure_synthetic(root: Path, rewrite_stale: bool = False, log=print) -> None
 
 
 def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
-               min_test_events: int = MIN_TEST_EVENTS, log=print) -> list[dict]:
+               min_test_events: int = MIN_TEST_EVENTS, log=print, dim: int = FEATURE_DIM) -> list[dict]:
     """Write the synthetic data root: signatures, then each cohort; records the parameters used."""
     root = DataRoot(Path(out))
     root.root.mkdir(parents=True, exist_ok=True)
     _signatures().to_csv(root.signatures, index=False, lineterminator="\n")
     summaries = []
     for cohort in cohorts:
-        s = synth_cohort(root, cohort, seed, scale, min_test_events)
+        s = synth_cohort(root, cohort, seed, scale, min_test_events, dim)
         log(f"  synth {study(cohort):12s} {s['patients']:4d} patients  {s['slides']:4d} slides  {s['patches']:6d} patches  "
             f"censoring {s['censoring']:.3f} (target {synthetic_censoring(cohort):.3f}, real {SPECS[cohort].censoring:.3f})  "
             f"deaths per test fold {min(s['test_events'])}-{max(s['test_events'])}  oracle C {s['oracle_c_index']:.3f}")
         summaries.append(s)
-    recorded = {**params(seed, scale, min_test_events), "cohorts": list(cohorts)}
+    recorded = {**params(seed, scale, min_test_events, dim), "cohorts": list(cohorts)}
     (root.root / "synth.json").write_text(json.dumps(recorded, indent=1) + "\n")
     return summaries

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data.features import FeatureStore
+from bench.data.features import BagCache, FeatureStore
 from bench.errors import BenchError
 
 DIM = 8  # the store checks width against `dim`; tiny bags keep this fast
@@ -71,7 +71,7 @@ def test_h5_is_preferred_when_both_exist(tmp_path):
 def test_cache_serves_the_second_read_without_disk(bags):
     folder, b, a = bags
     slides = ["TCGA-P-DX1.b.svs", "TCGA-P-DX2.a.svs"]
-    cached, uncached = FeatureStore(folder, dim=DIM), FeatureStore(folder, dim=DIM, cache=False)
+    cached, uncached = FeatureStore(folder, dim=DIM, cache=BagCache(10**6)), FeatureStore(folder, dim=DIM)
     first = cached.bag("P", slides)
     uncached.bag("P", slides)
     for p in folder.rglob("*.*"):
@@ -96,3 +96,85 @@ def test_bad_feature_files_raise_a_bench_error_naming_slide_and_patient(tmp_path
     with pytest.raises(BenchError, match=message) as err:
         FeatureStore(tmp_path, dim=DIM).bag("P", ["s.svs"])
     assert "patient P" in str(err.value)
+
+
+def test_width_comes_from_the_first_file_and_binds_every_later_one(tmp_path, rng):
+    """Any encoder's width works (here 12); a later file of another width names both widths, its file and the first."""
+    write_h5(tmp_path, "a", rng.normal(size=(3, 12)).astype(np.float32))
+    write_h5(tmp_path, "b", rng.normal(size=(2, 12)).astype(np.float32))
+    write_pt(tmp_path, "c", torch.ones(4, 8))
+    store = FeatureStore(tmp_path)
+    assert store.dim is None
+    assert store.bag("P", ["a.svs", "b.svs"]).shape == (5, 12) and store.dim == 12
+    with pytest.raises(BenchError) as err:
+        store.bag("Q", ["c.svs"])
+    text = str(err.value)
+    assert "shape (4, 8); expected [N, 12]" in text and "slide c.svs, patient Q" in text
+    assert str(tmp_path / "pt_files" / "c.pt") in text and str(tmp_path / "h5_files" / "a.h5") in text
+    with pytest.raises(BenchError, match=r"expected \[N, 12\]"):  # the header pass finds it without reading a bag
+        FeatureStore(tmp_path).index({"P": ["a.svs"], "Q": ["c.svs"]})
+
+
+def test_float16_files_are_read_as_float32(tmp_path, rng):
+    half = rng.normal(size=(3, DIM)).astype(np.float16)
+    write_h5(tmp_path, "h", half)
+    write_pt(tmp_path, "p", torch.from_numpy(half))
+    write_pt(tmp_path, "q", torch.from_numpy(half.astype(np.float32)).bfloat16())
+    store = FeatureStore(tmp_path)
+    for slide in ("h.svs", "p.svs"):
+        bag = store.bag("P", [slide])
+        assert bag.dtype == np.float32 and np.array_equal(bag, half.astype(np.float32))
+    assert store.bag("P", ["q.svs"]).dtype == np.float32
+    assert store.index({"P": ["h.svs", "p.svs", "q.svs"]}) == {"P": 9}
+
+
+@pytest.mark.parametrize(("dtype", "advice"), [(np.float64, "Convert it to float32"), (np.int64, "Integers are not"),
+                                               (np.uint8, "Integers are not")])
+def test_float64_and_integer_h5_features_are_refused_with_advice(tmp_path, dtype, advice):
+    path = write_h5(tmp_path, "s", np.ones((2, DIM), dtype))
+    for read in (lambda s: s.bag("P", ["s.svs"]), lambda s: s.index({"P": ["s.svs"]})):
+        with pytest.raises(BenchError) as err:
+            read(FeatureStore(tmp_path))
+        assert f"{path} (slide s.svs, patient P) stores {np.dtype(dtype).name} features" in str(err.value)
+        assert advice in str(err.value)
+
+
+def test_lru_cache_evicts_least_recently_used_bags_by_bytes():
+    bag = np.zeros((10, DIM), np.float32)  # 320 bytes
+    cache = BagCache(int(2.5 * bag.nbytes))
+    cache.put(("f", "a"), bag)
+    cache.put(("f", "b"), bag.copy())
+    assert cache.get(("f", "a")) is bag  # a is now the most recently used
+    cache.put(("g", "c"), bag.copy())
+    assert cache.get(("f", "b")) is None and cache.get(("f", "a")) is bag and cache.get(("g", "c")) is not None
+    assert len(cache) == 2 and cache.nbytes == 2 * bag.nbytes
+    cache.put(("f", "big"), np.zeros((30, DIM), np.float32))  # larger than the whole budget: never kept
+    assert cache.get(("f", "big")) is None and len(cache) == 2
+    cache.put(("f", "a"), np.zeros((5, DIM), np.float32))  # replacing a bag counts only the new one
+    assert cache.nbytes == bag.nbytes + 5 * DIM * 4
+    cache.release("f")
+    assert len(cache) == 1 and cache.get(("g", "c")) is not None and cache.nbytes == bag.nbytes
+
+
+def test_float16_cache_halves_the_bytes_and_rounds_every_bag_alike(bags):
+    """The cache's size never changes a result: a float16 store rounds a bag whether it keeps it or not."""
+    folder, b, a = bags
+    slides = ["TCGA-P-DX1.b.svs", "TCGA-P-DX2.a.svs"]
+    half, full = BagCache(10**6), BagCache(10**6)
+    rounded = FeatureStore(folder, cache=half, dtype="float16").bag("P", slides)
+    exact = FeatureStore(folder, cache=full).bag("P", slides)
+    assert rounded.dtype == np.float32 and half.nbytes * 2 == full.nbytes == exact.nbytes
+    np.testing.assert_array_equal(rounded, np.concatenate([b, a]).astype(np.float16).astype(np.float32))
+    assert not np.array_equal(rounded, exact)
+    np.testing.assert_array_equal(FeatureStore(folder, dtype="float16").bag("P", slides), rounded)  # no cache
+
+
+def test_bags_are_read_on_access_and_sized_from_headers(bags):
+    folder, b, a = bags
+    store = FeatureStore(folder, cache=BagCache(10**6))
+    lazy = store.bags(["P", "R"], [["TCGA-P-DX1.b.svs", "TCGA-P-DX2.a.svs"], ["TCGA-P-DX2.a.svs"]])
+    assert len(lazy) == 2 and lazy.sizes().tolist() == [5, 2] and len(store.cache) == 0  # headers only
+    np.testing.assert_array_equal(lazy.take([1])[0], a)
+    assert len(store.cache) == 1
+    store.release()
+    assert len(store.cache) == 0

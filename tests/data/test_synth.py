@@ -106,7 +106,7 @@ def test_real_loader_reads_every_synthetic_cohort(default_root):
             assert all(col.endswith("_cnv") for col in co.omics.columns)
         assert len(co.patients) == s["patients"] and int(co.patients["slides"].map(len).sum()) == s["slides"]
         assert co.truth is not None and co.truth.notna().all()
-        store = FeatureStore(data.features(c), cache=False)
+        store = FeatureStore(data.features(c))
         assert not store.missing_slides(s for slides in co.patients["slides"] for s in slides)
         case = co.case_ids[0]
         bag = store.bag(case, co.patients.at[case, "slides"])
