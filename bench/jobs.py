@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from bench.data import Cohort, DataRoot, FeatureStore, open_cohort
+from bench.data.features import process_cache
 from bench.data.semisynth import ensure_features
 from bench.errors import BenchError
 from bench.fold import make_fold
@@ -60,6 +61,10 @@ class SweepSettings:
     device: str = "cpu"
     precision: str = "fp32"
     micro_batch: int = 8
+    max_tokens: int | None = None  # padded patches per micro-batch (speed and memory only)
+    cache_bytes: int = 0  # this process's bag cache (bench.data.features.process_cache); 0 = none
+    cache_dtype: str = "float32"  # float16 rounds every bag (a result setting: tag feature_precision)
+    semisynth_dim: int = 1024  # width of the simulated features under --data semisynthetic
     optuna_dir: Path = Path("mlruns/optuna")
     optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
     # the driver's code version: workers and Ray tasks (retries too) record it, not what their own checkout shows
@@ -90,10 +95,12 @@ class CohortData:
 def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
     cohort = open_cohort(settings.root, name, settings.table_variants.get(name))
     folds = load_folds(settings.root, name, cohort.case_ids, allow_unverified=settings.allow_unverified_splits)
+    cache = process_cache(settings.cache_bytes)
     if settings.data == "semisynthetic":
-        store = FeatureStore(ensure_features(settings.root, cohort))
+        store = FeatureStore(ensure_features(settings.root, cohort, dim=settings.semisynth_dim), cache=cache,
+                             dtype=settings.cache_dtype)
     else:
-        store = FeatureStore(settings.root.features(name))
+        store = FeatureStore(settings.root.features(name), cache=cache, dtype=settings.cache_dtype)
     missing = [c for c, slides in cohort.patients["slides"].items() if store.missing_slides(slides)]
     if missing and settings.on_missing == "error":
         raise BenchError(f"{len(missing)} patient(s) of {name} have slides without feature files under "
@@ -107,6 +114,15 @@ def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
             cohort.truth = cohort.truth.loc[keep]
         folds = {k: Split(tuple(c for c in s.train if c in set(keep)), tuple(c for c in s.val if c in set(keep)), s.path, s.sha256)
                  for k, s in folds.items()}
+    sizes = store.index(cohort.patients["slides"])  # every file's width and dtype, before any job starts
+    if cache is not None and sizes:
+        case = max(sizes, key=sizes.get)
+        if store.bag_bytes(case) > cache.max_bytes:
+            raise BenchError(f"the bag cache ({cache.max_bytes / 1e9:.3g} GB per process, from --cache-gb) holds no bag of "
+                             f"the largest patient of {name}: {case} has {sizes[case]} patches x {store.dim} features = "
+                             f"{store.bag_bytes(case) / 1e9:.3g} GB in {store.dtype}. Give --cache-gb at least that much per "
+                             "worker process, --cache-dtype float16 to halve every bag, or --cache-gb 0 to read bags from "
+                             "disk every epoch.")
     slides = [s for patient in cohort.patients["slides"] for s in patient]
     return CohortData(cohort, folds, store, missing, features_fingerprint(store, slides))
 
@@ -129,7 +145,8 @@ def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str,
             "grad_accum": str(p.grad_accum), "inner_val_fraction": str(p.inner_val_fraction),
             "trials": str(settings.trials), "table_variant": settings.table_variants.get(job.cohort) or "default",
             "data_root": str(settings.root.root.resolve()), **cd.features, "precision": settings.precision,
-            "device": settings.device.split(":")[0], "suite_version": settings.suite_version}
+            "device": settings.device.split(":")[0], "suite_version": settings.suite_version,
+            "feature_precision": settings.cache_dtype}
     return tags
 
 
@@ -174,6 +191,7 @@ def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData
     fold_tags = {**identity, **setting_tags(job, settings, cd), **PROTOCOL_FACTS[settings.protocol],
                  "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
                  "torch_version": torch.__version__, "dropped_patients": str(len(cd.dropped)),
+                 "feature_dim": str(cd.store.dim),
                  **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")},
                  **(extra_tags or {})}
     run_id = tracker.resume(key, fold_tags)
@@ -249,7 +267,8 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
     store = cd.store if needs_wsi else None
     cohort = cd.cohort
     base = {**cls.paper_defaults, "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
-    speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision)
+    speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision,
+                 max_tokens=s.max_tokens)
     train_ids, val_ids = list(split.train), list(split.val)
     p_train = cohort.patients.loc[train_ids]
     tables: dict[str, pd.DataFrame] = {}
@@ -306,6 +325,6 @@ def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, pro
     metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
     tables["predictions"] = pd.concat([pred_test, pred_train], ignore_index=True)
     logged = {**params, "bin_edges": ",".join(f"{e:.4f}" for e in edges), "n_train": len(train), "n_test": len(test),
-              "micro_batch": s.micro_batch}
+              "micro_batch": s.micro_batch, "max_tokens": s.max_tokens}
     curves = {"train_loss": result.train_loss, "loss_nll": result.loss_nll, "loss_aux": result.loss_aux}
     return logged, metrics, tables, {k: v for k, v in curves.items() if v}

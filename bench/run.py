@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from bench.data import COHORTS, DataRoot, parse_cohorts
+from bench.data.features import CACHE_DTYPES, DEFAULT_CACHE_SHARE, default_cache_bytes
 from bench.data.layout import TABLE_VARIANTS
 from bench.errors import BenchError, cli_main
 from bench.executor import make_executor
@@ -31,6 +32,7 @@ from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, ru
 from models import get_model_class, list_models
 
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
+DEFAULT_MAX_TOKENS = 65536  # 256 MiB of float32 input at width 1024; never binds on the synthetic default's bags
 
 
 def parse_args(argv):
@@ -55,6 +57,23 @@ def parse_args(argv):
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (not under --protocol paper)")
     p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
+    mem = p.add_argument_group("memory", "what bounds a sweep's memory at real scale")
+    mem.add_argument("--cache-gb", type=float, default=None,
+                     help="bag cache budget in GB (1e9 bytes): least-recently-used bags go first; one cache per process "
+                          "for all its cohorts, split over --workers (under --executor ray, each task process holds "
+                          f"this much). Default: {DEFAULT_CACHE_SHARE * 100:.0f}%% of MemAvailable at start; 0: no cache, "
+                          "bags are read from disk every epoch")
+    mem.add_argument("--cache-dtype", choices=CACHE_DTYPES, default="float32",
+                     help="float16 holds bags in half precision, halving the cache; it rounds every feature to float16 "
+                          "(cached or not; the model still gets float32), so results differ slightly from float32 runs, "
+                          "which the runs record (tag feature_precision)")
+    mem.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
+                     help="padded patches per micro-batch in training and scoring (patients x longest bag): bounds "
+                          f"activation memory, never the maths; a longer bag travels alone (default {DEFAULT_MAX_TOKENS}; "
+                          "0: no limit)")
+    p.add_argument("--dim", type=int, default=None,
+                   help="--data semisynthetic: width of the simulated features (default 1024); other data take the "
+                        "width from the feature files")
     p.add_argument("--workers", type=int, default=None,
                    help="jobs at once in worker processes (default: one per CPU core, up to 4; 1 on a GPU)")
     ray = p.add_argument_group("scale-out", "run each job as a Ray task (pip install -e '.[ray]')")
@@ -102,6 +121,13 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
     trials = profile.trials if args.trials is None else args.trials
     if args.protocol == "nested" and trials < 1:
         raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
+    if (args.cache_gb is not None and args.cache_gb < 0) or args.max_tokens < 0:
+        raise BenchError(f"--cache-gb {args.cache_gb} and --max-tokens {args.max_tokens}: neither can be negative "
+                         "(0 turns the cache off, or the token limit).")
+    if args.dim is not None and (args.data != "semisynthetic" or args.dim < 1):
+        raise BenchError(f"--dim {args.dim}: the width of simulated features, for --data semisynthetic only, at least 1. "
+                         "Other data take the width from their feature files; a synthetic root of another width is "
+                         "made by `python -m bench.data synth --out DIR --dim D`, then --data-root DIR.")
     if args.protocol == "paper" and args.precision != "fp32":
         raise BenchError("--precision bf16 is a speed setting that changes results; the paper protocol runs in fp32.")
     if args.executor == "ray":  # the devices are the Ray workers', not this driver's: each task resolves `auto`
@@ -132,7 +158,9 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         data=args.data, root=data_root, protocol=args.protocol, profile=profile,
         trials=trials if args.protocol == "nested" else 0, table_variants=variants,
         allow_unverified_splits=args.allow_unverified_splits, on_missing=args.on_missing, device=device,
-        precision=args.precision, micro_batch=args.micro_batch,
+        precision=args.precision, micro_batch=args.micro_batch, max_tokens=args.max_tokens or None,
+        cache_bytes=default_cache_bytes() if args.cache_gb is None else int(args.cache_gb * 1e9),
+        cache_dtype=args.cache_dtype, semisynth_dim=args.dim or 1024,
         optuna_dir=(local or Path("mlruns")) / "optuna" / experiment, optuna_storage=args.optuna_storage,
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
@@ -183,8 +211,12 @@ _MODEL_COST = {"transmil": 44.0, "ghanet": 4.0, "mcat": 1.2, "abmil": 1.0, "snn"
 
 def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: int = 1, out=print,
           executor=None) -> list[JobResult]:
-    """Run the jobs with a progress line each; one failing job never stops the others."""
+    """Run the jobs with a progress line each; one failing job never stops the others. A cohort's data (and
+    its bags in this process's cache) is released after its last job."""
     cache = {}
+    jobs_left = defaultdict(int)
+    for j in jobs:
+        jobs_left[j.cohort] += 1
 
     def cohorts(name):
         if name not in cache:
@@ -210,6 +242,9 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
 
     def report(r: JobResult):
         results.append(r)
+        jobs_left[r.job.cohort] -= 1
+        if jobs_left[r.job.cohort] == 0 and r.job.cohort in cache:
+            cache.pop(r.job.cohort).store.release()
         ran = sum(cost[x.job] for x in results if x.status != "skipped")
         left = sum(cost.values()) - sum(cost[x.job] for x in results)
         elapsed = time.perf_counter() - t0
@@ -251,6 +286,8 @@ def _main(argv: list[str] | None = None) -> int:
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per CPU core, up to 4).")
     workers = args.workers or (1 if settings.device == "cuda" else min(os.cpu_count() or 1, 4))
+    if args.executor == "local" and workers > 1:  # each worker process holds its own cache: they share the budget
+        settings = replace(settings, cache_bytes=settings.cache_bytes // workers)
     executor = None
     if args.executor == "ray":
         from bench.ray_executor import RayExecutor, import_ray
@@ -259,7 +296,8 @@ def _main(argv: list[str] | None = None) -> int:
         executor = RayExecutor(args.ray_address, args.gpus_per_job, args.cpus_per_job, args.max_retries)
     tracker = Tracker(uri, experiment)
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
-          f"{settings.trials} trials/job, device {settings.device}, "
+          f"{settings.trials} trials/job, device {settings.device}, bag cache {settings.cache_bytes / 1e9:.3g} GB "
+          f"{settings.cache_dtype} per process, "
           f"{'Ray tasks' if executor else f'{workers} worker(s)'}); tracking {uri}, experiment {experiment!r}")
     t0 = time.perf_counter()
     results = sweep(settings, jobs, tracker, workers, executor=executor)

@@ -36,7 +36,7 @@ PREDICTIONS_ARTIFACT = "predictions.csv"
 # the job, and the report refuses a table whose runs differ in one
 SETTING_TAGS = ("protocol", "data", "profile", "epochs", "grad_accum", "inner_val_fraction", "trials",
                 "table_variant", "data_root", "features_dir", "features_width", "features_files", "features_hash",
-                "precision", "device", "suite_version")
+                "precision", "device", "suite_version", "feature_precision")
 JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
 

@@ -44,6 +44,7 @@ class TrainSettings:
     micro_batch: int = 8
     device: str = "cpu"
     precision: str = "fp32"
+    max_tokens: int | None = None  # padded patches per micro-batch (memory); a longer bag travels alone
 
     @classmethod
     def from_params(cls, params: dict, **speed) -> "TrainSettings":
@@ -132,7 +133,7 @@ def _chunks(pset: PatientSet, idx: np.ndarray, size: int, max_tokens: int | None
     """
     if pset.bags is None or size <= 1:
         return [idx[i : i + size] for i in range(0, len(idx), size)]
-    sizes = np.array([len(b) for b in pset.bags])
+    sizes = pset.bag_sizes()
     idx = idx[np.argsort(sizes[idx], kind="stable")]
     cost = float(len(idx) * sizes.max() + 1) if pass_cost is None else pass_cost  # above any padding: fewest passes
     return [idx[a:b] for a, b in _runs(sizes[idx], size, max_tokens, cost)]
@@ -176,7 +177,7 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
         has_aux = False
         for start in range(0, len(draws), settings.grad_accum):
             step = draws[start : start + settings.grad_accum]
-            for mb in _chunks(train, step, micro, pass_cost=_pass_cost(cls, settings)):
+            for mb in _chunks(train, step, micro, settings.max_tokens, _pass_cost(cls, settings)):
                 wsi, mask, omics = collate(train, mb, cls, settings.device, for_training=True)
                 bins = torch.as_tensor(train.bins[mb], device=settings.device)
                 cens = torch.as_tensor(1 - train.event[mb], device=settings.device, dtype=torch.float32)
@@ -220,7 +221,7 @@ def predict(model: SurvivalModel, pset: PatientSet, settings: TrainSettings, spl
     order = np.arange(len(pset))
     surv = np.zeros((len(pset), 0))
     rows = []
-    for mb in _chunks(pset, order, micro, pass_cost=_pass_cost(cls, settings)):
+    for mb in _chunks(pset, order, micro, settings.max_tokens, _pass_cost(cls, settings)):
         wsi, mask, omics = collate(pset, mb, cls, settings.device, for_training=False)
         with _autocast(settings):
             logits = model(wsi=wsi, mask=mask, omics=omics).logits.float()

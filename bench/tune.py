@@ -69,7 +69,8 @@ def tune(model: str, make_inner: Callable[[], tuple[PatientSet, PatientSet]], ba
         trial.set_user_attr("params", space)
         params = {**base_params, **space}
         trial_settings = TrainSettings.from_params(params, seed=settings.seed, micro_batch=settings.micro_batch,
-                                                   device=settings.device, precision=settings.precision)
+                                                   device=settings.device, precision=settings.precision,
+                                                   max_tokens=settings.max_tokens)
         last = {"c": float("nan")}
 
         def on_epoch(epoch, m):
