@@ -4,38 +4,34 @@ The job function is idempotent: a job whose FINISHED fold run exists is skipped;
 unfinished by a dead or failed attempt is resumed (same run id); the Optuna study resumes from its
 journal. The job key covers every input that defines the result (settings, split, features, data
 root, precision, device type, suite version), so a changed input reruns the job.
+
+This module holds what a job is, its key and its run's lifecycle (open, compute, close); what the
+protocols compute, and which patients each may see, is `bench.protocols`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 import traceback
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 
 from bench.data import Cohort, DataRoot, FeatureStore, open_cohort
 from bench.data.features import process_cache
 from bench.data.semisynth import ensure_features
 from bench.errors import BenchError
-from bench.fold import make_fold
 from bench.profiles import Profile
+from bench.protocols import PROTOCOL_FACTS, fit_and_score
 from bench.provenance import features_fingerprint, git_commit, suite_version
 from bench.data.folds import load_folds
 from bench.splits import Split
-from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
-from bench.survival import c_index, fit_bin_edges
 from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, SETTING_TAGS, Tracker
-from bench.train import TrainingError, TrainSettings, fit, predict
-from bench.tune import inner_split, open_study, tune
-from models import WSI, get_model_class
+from bench.train import TrainingError
 
 
 @dataclass(frozen=True)
@@ -125,13 +121,6 @@ def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
                              "disk every epoch.")
     slides = [s for patient in cohort.patients["slides"] for s in patient]
     return CohortData(cohort, folds, store, missing, features_fingerprint(store, slides))
-
-
-# What each protocol does that a reader of a run or a table must know (tags `bins_cut_on`, `scored_epoch`).
-PROTOCOL_FACTS = {
-    "nested": {"bins_cut_on": "outer training fold", "scored_epoch": "last"},
-    "paper": {"bins_cut_on": "whole cohort, including the scored fold", "scored_epoch": "last"},
-}
 
 
 def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str, str]:
@@ -227,7 +216,8 @@ def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lamb
     """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure."""
     t0 = time.perf_counter()
     try:
-        params, metrics, tables, curves = _fit_and_score(job, settings, cd, cd.folds[job.fold], progress)
+        params, metrics, tables, curves = fit_and_score(job, settings, cd, cd.folds[job.fold],
+                                                        job_key(job, settings, cd), progress)
         tables[PREDICTIONS_ARTIFACT] = tables.pop("predictions")
         return Outcome(params, metrics, tables, curves, seconds=time.perf_counter() - t0)
     except (TrainingError, BenchError) as err:
@@ -259,72 +249,3 @@ def run_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
     if isinstance(opened, JobResult):
         return opened
     return close_job(opened, compute_job(job, settings, cd, progress), tracker)
-
-
-def _fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, progress):
-    cls = get_model_class(job.model)
-    needs_wsi = WSI in cls.train_modalities | cls.infer_modalities
-    store = cd.store if needs_wsi else None
-    cohort = cd.cohort
-    base = {**cls.paper_defaults, "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
-    speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision,
-                 max_tokens=s.max_tokens)
-    train_ids, val_ids = list(split.train), list(split.val)
-    p_train = cohort.patients.loc[train_ids]
-    tables: dict[str, pd.DataFrame] = {}
-    metrics: dict[str, float] = {}
-
-    if s.protocol == "nested":
-        # Everything below until the refit sees the outer training patients only.
-        outer_edges = fit_bin_edges(p_train["time"].to_numpy(), p_train["event"].to_numpy())
-
-        def make_inner():
-            strat, _ = make_fold(cohort, train_ids, [], outer_edges, None)
-            inner_tr, inner_va = inner_split(strat, s.profile.inner_val_fraction, job.seed)
-            ids_tr, ids_va = [train_ids[i] for i in inner_tr], [train_ids[i] for i in inner_va]
-            p = cohort.patients.loc[ids_tr]
-            edges = fit_bin_edges(p["time"].to_numpy(), p["event"].to_numpy())
-            return make_fold(cohort, ids_tr, ids_va, edges, store)
-
-        study_name = f"{job.model}_{job.cohort}_fold{job.fold}_seed{job.seed}_{job_key(job, s, cd)}"
-        storage = s.optuna_storage or s.optuna_dir / f"{study_name}.log"
-        study = open_study(storage, study_name, job.seed)
-        params, trials = tune(job.model, make_inner, base, TrainSettings.from_params(base, **speed), s.trials, study,
-                              progress)
-        tables["trials.csv"] = trials
-        edges = outer_edges
-        on_epoch = None
-    else:
-        edges = fit_bin_edges(cohort.patients["time"].to_numpy(), cohort.patients["event"].to_numpy())
-        params = base
-        on_epoch = None
-
-    train, test = make_fold(cohort, train_ids, val_ids, edges, store)
-    settings = TrainSettings.from_params(params, **speed)
-    per_epoch: list[float] = []
-    if s.protocol == "paper":
-        def on_epoch(epoch, model):  # the test fold is only watched here, never used to choose anything
-            pred = predict(model, test, settings)
-            per_epoch.append(c_index(pred["time"], pred["event"], pred["risk"]))
-            progress(f"epoch {epoch + 1}/{settings.epochs}")
-    result = fit(job.model, train, params, settings, on_epoch)
-    pred_test = predict(result.model, test, settings, split="test")
-    pred_train = predict(result.model, train, settings, split="train")
-    metrics["c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["risk"])
-    metrics["ipcw_tau"] = ipcw_tau(pred_train["time"])
-    metrics["c_index_ipcw"] = ipcw_c_index(pred_train["time"], pred_train["event"], pred_test["time"],
-                                           pred_test["event"], pred_test["risk"], tau=metrics["ipcw_tau"])
-    surv = pred_test[[f"S_{k}" for k in range(1, len(edges))]].to_numpy()
-    calibration = (pred_train["time"], pred_train["event"], pred_test["time"], pred_test["event"], surv, edges)
-    metrics["ibs"] = integrated_brier(*calibration)
-    metrics["td_auc"] = td_auc(*calibration)
-    if cohort.truth is not None:
-        metrics["oracle_c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["true_risk"])
-    if per_epoch:
-        metrics["c_index_best_epoch_optimistic"] = float(np.nanmax(per_epoch))
-    metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
-    tables["predictions"] = pd.concat([pred_test, pred_train], ignore_index=True)
-    logged = {**params, "bin_edges": ",".join(f"{e:.4f}" for e in edges), "n_train": len(train), "n_test": len(test),
-              "micro_batch": s.micro_batch, "max_tokens": s.max_tokens}
-    curves = {"train_loss": result.train_loss, "loss_nll": result.loss_nll, "loss_aux": result.loss_aux}
-    return logged, metrics, tables, {k: v for k, v in curves.items() if v}

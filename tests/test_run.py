@@ -23,7 +23,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.jobs
+import bench.protocols
 import bench.tune
 from bench.data import COHORTS, DataRoot, open_cohort
 from bench.data.synth import synthesize
@@ -164,7 +164,7 @@ def test_rerun_skips_every_finished_job(tmp_path_factory, monkeypatch, capsys):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished job was trained again")
 
-    monkeypatch.setattr(bench.jobs, "fit", no_training)
+    monkeypatch.setattr(bench.protocols, "fit", no_training)
     monkeypatch.setattr(bench.tune, "fit", no_training)
     capsys.readouterr()
     t0 = time.perf_counter()

@@ -11,7 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-import bench.jobs
+import bench.protocols
 from bench import stats
 from bench.data import DataRoot
 from bench.fold import PatientSet
@@ -104,7 +104,7 @@ def test_nested_job_never_reads_outer_val_labels(tmp_path_factory, tmp_path, mon
     tracker_uri = store_uri(tmp_path_factory)
     job = Job("snn", "blca", 0, 1)
     inner_sets: list[tuple[PatientSet, PatientSet]] = []
-    real_tune = bench.jobs.tune
+    real_tune = bench.protocols.tune
 
     def recording_tune(model, make_inner, *args, **kwargs):
         def make_and_record():
@@ -112,7 +112,7 @@ def test_nested_job_never_reads_outer_val_labels(tmp_path_factory, tmp_path, mon
             return inner_sets[-1]
         return real_tune(model, make_and_record, *args, **kwargs)
 
-    monkeypatch.setattr(bench.jobs, "tune", recording_tune)
+    monkeypatch.setattr(bench.protocols, "tune", recording_tune)
     runs = {}
     for name in ("clean", "scrambled"):
         settings = SweepSettings(data="synthetic", root=DataRoot(root), protocol="nested",
