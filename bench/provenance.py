@@ -3,10 +3,12 @@
 Both are cheap to compute (file names and sizes from `stat`, one feature file's shape, a `git diff`),
 so every job checks them, and a changed input reruns the job instead of reusing a stale run.
 
-Dirty-tree rule: a tree with uncommitted changes to the code that computes results (`bench/`,
-`models/`, `pyproject.toml`) is recorded as `<version>+<commit>.dirty.<hash of the diff>`. Its runs are
-reused only by a rerun from the very same uncommitted code (so an interrupted sweep still resumes);
-any further edit gives another version and reruns the jobs. A clean tree is `<version>+<commit>`.
+The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`) by
+content: `<version>+code.<hash of their git tree ids>`. A commit that changes only docs, tests or
+`results/` keeps it, so it never reruns a finished sweep; the commit itself is the `git_commit` tag.
+Dirty-tree rule: uncommitted changes to that code add `.dirty.<hash of the diff>`. Such runs are reused
+only by a rerun from the very same uncommitted code (so an interrupted sweep still resumes); any further
+edit gives another version and reruns the jobs.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _width(path: Path) -> int:
 
 @functools.lru_cache(maxsize=1)
 def suite_version() -> str:
-    """Package version plus the git commit, marked `.dirty.<diff hash>` when result code is uncommitted.
+    """Package version plus the result code's git tree hash, marked `.dirty.<diff hash>` when it is uncommitted.
 
     Computed once per process (the code it imported); the driver's value travels in `SweepSettings`, so
     worker processes and Ray retries record the sweep's version even if the checkout changes meanwhile.
@@ -62,18 +64,19 @@ def suite_version() -> str:
         base = version("ghanet-bench")
     except PackageNotFoundError:
         base = "unknown"
-    commit = _git("rev-parse", "HEAD").strip()
-    if not commit:
+    trees = _git("rev-parse", *(f"HEAD:{path}" for path in RESULT_CODE)).split()
+    if len(trees) != len(RESULT_CODE):  # not a git checkout (an installed package): the version alone
         return base
+    code = f"{base}+code.{hashlib.sha256(' '.join(trees).encode()).hexdigest()[:12]}"
     diff = _git("diff", "HEAD", "--", *RESULT_CODE)
     untracked = _git("ls-files", "--others", "--exclude-standard", "--", *RESULT_CODE).split()
     if not diff and not untracked:
-        return f"{base}+{commit[:12]}"
+        return code
     digest = hashlib.sha256(diff.encode())
     for name in sorted(untracked):
         path = REPO / name
         digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
-    return f"{base}+{commit[:12]}.dirty.{digest.hexdigest()[:12]}"
+    return f"{code}.dirty.{digest.hexdigest()[:12]}"
 
 
 def git_commit() -> str:

@@ -128,7 +128,7 @@ def test_sweep_records_fold_and_parent_runs(tmp_path_factory, tmp_path):
         assert tags["features_dir"] == str((s["root"] / "features" / "tcga_blca").resolve())
         n_slides = sum(len(slides) for slides in cohort.patients["slides"])
         assert (tags["features_width"], tags["features_files"]) == ("1024", str(n_slides))
-        assert tags["suite_version"].startswith("0.1.0+" + tags["git_commit"][:12])
+        assert tags["suite_version"].startswith("0.1.0+code.") and len(tags["git_commit"]) == 40
         assert (tags["bins_cut_on"], tags["scored_epoch"]) == ("outer training fold", "last")
 
     parents = runs_of(client, SWEEP_EXPERIMENT, "parent")
@@ -379,3 +379,18 @@ def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory,
     assert f"data_root {root.resolve()} -> {other.resolve()}" in " ".join(err.split())
     assert "features_hash" not in err  # same files, same sizes: only where they are changed
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_suite_version_names_the_result_code_not_the_commit():
+    """A commit of docs or tests keeps the version (no rerun); the code's git trees decide it."""
+    import hashlib
+    import subprocess
+
+    from bench.provenance import REPO, RESULT_CODE, suite_version
+
+    trees = subprocess.run(["git", "rev-parse", *(f"HEAD:{p}" for p in RESULT_CODE)], capture_output=True, text=True,
+                           cwd=REPO).stdout.split()
+    if len(trees) != len(RESULT_CODE):
+        pytest.skip("not a git checkout: the suite version is the package version alone")
+    expected = "0.1.0+code." + hashlib.sha256(" ".join(trees).encode()).hexdigest()[:12]
+    assert suite_version().split(".dirty.")[0] == expected
