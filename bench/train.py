@@ -57,6 +57,7 @@ class FitResult:
     term, e.g. G-HANet's reconstruction; empty for models without one). The L1 penalty is in none."""
 
     model: SurvivalModel
+    model_kwargs: dict = field(default_factory=dict)  # what `create_model` got (a saved model is rebuilt from it)
     train_loss: list[float] = field(default_factory=list)
     loss_nll: list[float] = field(default_factory=list)
     loss_aux: list[float] = field(default_factory=list)
@@ -92,14 +93,6 @@ def collate(pset: PatientSet, idx, model_cls: type[SurvivalModel], device: str, 
     if OMICS in needs:
         omics = [torch.from_numpy(o[idx]).to(device) for o in pset.omics]
     return wsi, mask, omics
-
-
-# Padded patches that one more forward + backward pass costs, per model, on a CPU: `_chunks` cuts a step where
-# padding costs more. One padded pass of 8 blca bags computes 1.8x their real patches. Measured on the 2-core
-# machine (one thread, CPU time per quick-profile step of 8 bags, paper defaults): abmil 68-71 -> 46-52 ms at 64;
-# ghanet 262-276 -> 244-257 ms at 128-512; mcat gained nothing (58-67 ms at 512, 65-74 at 64), so it keeps the
-# fewest passes, as do the models not measured here.
-CPU_PASS_COST = {"abmil": 64.0, "ghanet": 256.0}
 
 
 def _runs(sizes: np.ndarray, size: int, max_tokens: int | None, pass_cost: float) -> list[tuple[int, int]]:
@@ -141,7 +134,7 @@ def _chunks(pset: PatientSet, idx: np.ndarray, size: int, max_tokens: int | None
 
 def _pass_cost(cls: type[SurvivalModel], settings: TrainSettings) -> float | None:
     """The model's measured CPU pass cost; on other devices (not measured) the fewest passes, as before."""
-    return CPU_PASS_COST.get(cls.name) if torch.device(settings.device).type == "cpu" else None
+    return cls.cpu_pass_cost if torch.device(settings.device).type == "cpu" else None
 
 
 def _autocast(settings: TrainSettings):
@@ -150,25 +143,32 @@ def _autocast(settings: TrainSettings):
     return contextlib.nullcontext()
 
 
-def build_model(name: str, train: PatientSet, params: dict, seed: int) -> SurvivalModel:
-    """Fit-time preparation on the training side (e.g. G-HANet's gene filter), then a seeded model."""
+def model_kwargs(name: str, train: PatientSet, params: dict) -> dict:
+    """What `create_model(name, ...)` gets: input sizes, the model's hyperparameters and its fit-time
+    preparation on the training side (e.g. G-HANet's gene filter)."""
     cls = get_model_class(name)
-    prepared = cls.prepare(train.omics, train.bins, train.event)
-    seed_everything(seed)
-    model_kwargs = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
+    hparams = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
     path_dim = train.bags[0].shape[1] if train.bags else 1024
-    return create_model(name, path_dim=path_dim, omic_sizes=[o.shape[1] for o in train.omics], **model_kwargs, **prepared)
+    return dict(path_dim=path_dim, omic_sizes=[o.shape[1] for o in train.omics], **hparams,
+                **cls.prepare(train.omics, train.bins, train.event))
+
+
+def build_model(name: str, kwargs: dict, seed: int) -> SurvivalModel:
+    """A seeded model from `model_kwargs`: where `fit` starts."""
+    seed_everything(seed)
+    return create_model(name, **kwargs)
 
 
 def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
         on_epoch: Callable[[int, SurvivalModel], None] | None = None) -> FitResult:
     """Train `name` on `train` for `settings.epochs`; `on_epoch(epoch, model)` may score or prune."""
-    model = build_model(name, train, params, settings.seed).to(settings.device)
+    kwargs = model_kwargs(name, train, params)
+    model = build_model(name, kwargs, settings.seed).to(settings.device)
     cls = type(model)
     micro = settings.micro_batch if cls.batchable else 1
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     gen = torch.Generator().manual_seed(settings.seed)
-    result = FitResult(model)
+    result = FitResult(model, kwargs)
     pending = 0  # patients accumulated since the last step (carried across epochs, as the reference does)
     opt.zero_grad(set_to_none=True)
     for epoch, draws in enumerate(balanced_draws(train.bins, train.event, settings.epochs, gen)):

@@ -41,6 +41,9 @@ class SurvivalModel(nn.Module):
     train_modalities: ClassVar[frozenset[str]] = frozenset({WSI})
     infer_modalities: ClassVar[frozenset[str]] = frozenset({WSI})
     batchable: ClassVar[bool] = True
+    # Padded patches that one more forward + backward pass costs on a CPU, measured: the trainer cuts a
+    # step's micro-batches where padding would cost more (a speed setting). None: the fewest passes.
+    cpu_pass_cost: ClassVar[float | None] = None
     paper_defaults: ClassVar[dict[str, Any]] = dict(REFERENCE_OPTIM)
 
     @staticmethod

@@ -12,7 +12,7 @@ import torch
 from bench import train as train_mod
 from bench.fold import PatientSet
 from bench.survival import c_index, nll_loss
-from bench.train import TrainingError, TrainSettings, balanced_draws, build_model, fit, predict, score
+from bench.train import TrainingError, TrainSettings, balanced_draws, build_model, fit, model_kwargs, predict, score
 from models import SurvivalOutput, get_model_class
 
 OMIC_SIZES = (3, 4, 5, 3, 4, 3)
@@ -63,7 +63,7 @@ def test_micro_batched_step_equals_one_by_one(name, params, micro):
     settings = dict(lr=2e-4, epochs=2, grad_accum=8, seed=3)
     batched = fit(name, train, params, TrainSettings(**settings, l1_reg=params.get("l1_reg", 0.0), micro_batch=micro))
     single = fit(name, train, params, TrainSettings(**settings, l1_reg=params.get("l1_reg", 0.0), micro_batch=1))
-    initial = params_of(build_model(name, train, params, seed=3))
+    initial = params_of(build_model(name, model_kwargs(name, train, params), seed=3))
     a, b = params_of(batched.model), params_of(single.model)
     assert a.keys() == b.keys()
     for key in a.keys() - SHIFT_INVARIANT:
@@ -100,7 +100,7 @@ def test_chunks_cut_a_long_bag_off_on_a_cpu_and_keep_the_fewest_passes_elsewhere
     train = tiny_set(n=8)
     train.bags = [np.zeros((3, 16), np.float32)] * 7 + [np.zeros((200, 16), np.float32)]
     idx = np.arange(8)[::-1].copy()
-    cpu = train_mod._chunks(train, idx, 8, pass_cost=train_mod.CPU_PASS_COST["abmil"])
+    cpu = train_mod._chunks(train, idx, 8, pass_cost=get_model_class("abmil").cpu_pass_cost)
     assert [sorted(c.tolist()) for c in cpu] == [list(range(7)), [7]]  # 7 x 3 + 200 + 2 passes, not 8 x 200 + 1 pass
     assert [sorted(c.tolist()) for c in train_mod._chunks(train, idx, 8)] == [list(range(8))]
     assert [len(c) for c in train_mod._chunks(train, idx, 3)] == [3, 3, 2]  # 3 passes; the long bag pads one short bag
@@ -113,7 +113,7 @@ def test_a_fit_with_passes_cut_by_padding_equals_one_by_one(monkeypatch):
     """At a pass cost of one patch every step is cut into several padded passes; the sum, hence the fit, is the same."""
     calls = []
     real = train_mod._chunks
-    monkeypatch.setattr(train_mod, "CPU_PASS_COST", {"abmil": 1.0})
+    monkeypatch.setattr(get_model_class("abmil"), "cpu_pass_cost", 1.0)
     monkeypatch.setattr(train_mod, "_chunks", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     train, params = tiny_set(), {"dropout": 0.0}
     settings = dict(lr=2e-4, epochs=2, grad_accum=8, seed=3)
@@ -136,7 +136,7 @@ def test_passes_cut_by_padding_give_the_outputs_and_gradients_of_one_by_one(name
     """
     train, params = tiny_set(n=12, seed=5), {"dropout": 0.0}
     cls = get_model_class(name)
-    model = build_model(name, train, params, seed=3).train()
+    model = build_model(name, model_kwargs(name, train, params), seed=3).train()
     step = np.array([0, 3, 5, 6, 7, 9, 10, 11])
 
     def run(chunks):
