@@ -88,6 +88,9 @@ def parse_args(argv):
     ray.add_argument("--optuna-storage", default=None,
                      help="default: one journal file per job beside the MLflow store; a database URL "
                           "(postgresql://...) where the cluster's nodes share no file system")
+    p.add_argument("--save-models", action=argparse.BooleanOptionalAction, default=True,
+                   help="each fold run keeps its model as the artifact model/ (weights + JSON, 0.4-11 MB per run), "
+                        "for `python -m bench.predict` (default: on)")
     p.add_argument("--allow-unverified-splits", action="store_true")
     p.add_argument("--on-missing", choices=["error", "skip"], default="error")
     p.add_argument("--list-models", action="store_true")
@@ -160,7 +163,7 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         allow_unverified_splits=args.allow_unverified_splits, on_missing=args.on_missing, device=device,
         precision=args.precision, micro_batch=args.micro_batch, max_tokens=args.max_tokens or None,
         cache_bytes=default_cache_bytes() if args.cache_gb is None else int(args.cache_gb * 1e9),
-        cache_dtype=args.cache_dtype, semisynth_dim=args.dim or 1024,
+        cache_dtype=args.cache_dtype, semisynth_dim=args.dim or 1024, save_models=args.save_models,
         optuna_dir=(local or Path("mlruns")) / "optuna" / experiment, optuna_storage=args.optuna_storage,
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
@@ -204,11 +207,6 @@ def summary_table(results: list[JobResult]) -> str:
     return "\n".join(lines)
 
 
-# Relative cost of one job per patient (measured: seconds of a quick-profile job on a 2-core CPU, abmil = 1),
-# to start the longest jobs first and to weigh the ETA; TransMIL's 256-landmark attention dominates.
-_MODEL_COST = {"transmil": 44.0, "ghanet": 4.0, "mcat": 1.2, "abmil": 1.0, "snn": 0.5}
-
-
 def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: int = 1, out=print,
           executor=None) -> list[JobResult]:
     """Run the jobs with a progress line each; one failing job never stops the others. A cohort's data (and
@@ -228,7 +226,7 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
 
     # every cohort is loaded and checked before the first job, so a missing table fails now, not hours in
     sizes = {c: len(cohorts(c).cohort.patients) for c in dict.fromkeys(j.cohort for j in jobs)}
-    cost = {j: _MODEL_COST.get(j.model, 1.0) * sizes[j.cohort] for j in jobs}
+    cost = {j: get_model_class(j.model).relative_job_cost * sizes[j.cohort] for j in jobs}
     if workers > 1 or executor is not None:
         jobs = sorted(jobs, key=lambda j: -cost[j])
     results: list[JobResult] = []

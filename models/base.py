@@ -44,6 +44,9 @@ class SurvivalModel(nn.Module):
     # Padded patches that one more forward + backward pass costs on a CPU, measured: the trainer cuts a
     # step's micro-batches where padding would cost more (a speed setting). None: the fewest passes.
     cpu_pass_cost: ClassVar[float | None] = None
+    # Seconds of a quick-profile job per patient relative to ABMIL's (measured on a 2-core CPU): the
+    # sweep starts the longest jobs first and weighs its ETA by it. Scheduling only, never a result.
+    relative_job_cost: ClassVar[float] = 1.0
     paper_defaults: ClassVar[dict[str, Any]] = dict(REFERENCE_OPTIM)
 
     @staticmethod

@@ -149,6 +149,7 @@ class GHANet(SurvivalModel):
     """G-HANet survival model; trains on WSI + omics (reconstruction targets), infers from WSI only."""
 
     name = "ghanet"
+    relative_job_cost = 3.3  # bench.perf sweep, blca fold 0: job-seconds / abmil's (5.2 s)
     train_modalities = frozenset({WSI, OMICS})
     infer_modalities = frozenset({WSI})
     batchable = True

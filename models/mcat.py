@@ -50,6 +50,7 @@ class TokenBranch(nn.Module):
 @register_model
 class MCAT(SurvivalModel):
     name = "mcat"
+    relative_job_cost = 0.9  # bench.perf sweep, blca fold 0: job-seconds / abmil's (5.2 s)
     train_modalities = frozenset({WSI, OMICS})
     infer_modalities = frozenset({WSI, OMICS})
     batchable = True

@@ -66,6 +66,7 @@ class PPEG(nn.Module):
 @register_model
 class TransMIL(SurvivalModel):
     name = "transmil"
+    relative_job_cost = 10.5  # bench.perf sweep, blca fold 0: job-seconds / abmil's (5.2 s)
     train_modalities = frozenset({WSI})
     infer_modalities = frozenset({WSI})
     batchable = False
