@@ -27,6 +27,7 @@ class PatientSet:
     omics: list[np.ndarray]  # 6 x [n, d_i], z-scored with the training side's scaler
     bags: Sequence[np.ndarray] | None  # [N_i, D] per patient (`Bags` reads them on access); None without WSI
     truth: np.ndarray | None = None
+    edges: np.ndarray | None = None  # the bin edges `bins` were cut at (an estimator's survival is read there)
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -37,7 +38,7 @@ class PatientSet:
             case_ids=[self.case_ids[i] for i in idx], time=self.time[idx], event=self.event[idx], bins=self.bins[idx],
             omics=[o[idx] for o in self.omics], bags=None if self.bags is None else
             self.bags.take(idx) if isinstance(self.bags, Bags) else [self.bags[i] for i in idx],
-            truth=None if self.truth is None else self.truth[idx],
+            truth=None if self.truth is None else self.truth[idx], edges=self.edges,
         )
 
     def bag_sizes(self) -> np.ndarray:
@@ -50,7 +51,16 @@ class OmicScaler:
 
     def __init__(self, groups: list[np.ndarray]):
         self.mean = [g.mean(axis=0) for g in groups]
-        self.std = [np.where(g.std(axis=0) > 0, g.std(axis=0), 1.0) for g in groups]
+        # Constant means max == min: a float std of equal values can come out ~1e-17, not 0, and dividing
+        # by it would blow a held-out value up by 1e16.
+        self.std = [np.where(np.ptp(g, axis=0) > 0, g.std(axis=0), 1.0) for g in groups]
+
+    @classmethod
+    def from_stats(cls, mean: list[np.ndarray], std: list[np.ndarray]) -> "OmicScaler":
+        """A scaler fitted before (a saved fold model's, bench.checkpoint)."""
+        scaler = cls.__new__(cls)
+        scaler.mean, scaler.std = list(mean), list(std)
+        return scaler
 
     def transform(self, groups: list[np.ndarray]) -> list[np.ndarray]:
         return [((g - m) / s).astype(np.float32) for g, m, s in zip(groups, self.mean, self.std)]
@@ -63,7 +73,7 @@ def patient_set(cohort: Cohort, case_ids, edges: np.ndarray, scaler: OmicScaler,
     return PatientSet(
         case_ids=list(case_ids), time=p["time"].to_numpy(float), event=p["event"].to_numpy(int),
         bins=assign_bins(p["time"].to_numpy(float), edges), omics=scaler.transform(cohort.group_arrays(case_ids)),
-        bags=bags, truth=truth,
+        bags=bags, truth=truth, edges=np.asarray(edges, dtype=float),
     )
 
 

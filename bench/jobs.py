@@ -61,6 +61,7 @@ class SweepSettings:
     cache_bytes: int = 0  # this process's bag cache (bench.data.features.process_cache); 0 = none
     cache_dtype: str = "float32"  # float16 rounds every bag (a result setting: tag feature_precision)
     semisynth_dim: int = 1024  # width of the simulated features under --data semisynthetic
+    save_models: bool = True  # each fold run keeps its model (bench.checkpoint); not a result setting
     optuna_dir: Path = Path("mlruns/optuna")
     optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
     # the driver's code version: workers and Ray tasks (retries too) record it, not what their own checkout shows
@@ -208,6 +209,7 @@ class Outcome:
     metrics: dict = field(default_factory=dict)
     tables: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)  # per-epoch series by metric name (train_loss, loss_nll, loss_aux)
+    files: dict = field(default_factory=dict)  # artifact path -> bytes: the saved fold model
     error: str = ""
     seconds: float = 0.0  # compute time of the job itself, without queueing
 
@@ -216,10 +218,10 @@ def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lamb
     """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure."""
     t0 = time.perf_counter()
     try:
-        params, metrics, tables, curves = fit_and_score(job, settings, cd, cd.folds[job.fold],
-                                                        job_key(job, settings, cd), progress)
+        params, metrics, tables, curves, files = fit_and_score(job, settings, cd, cd.folds[job.fold],
+                                                               job_key(job, settings, cd), progress)
         tables[PREDICTIONS_ARTIFACT] = tables.pop("predictions")
-        return Outcome(params, metrics, tables, curves, seconds=time.perf_counter() - t0)
+        return Outcome(params, metrics, tables, curves, files=files, seconds=time.perf_counter() - t0)
     except (TrainingError, BenchError) as err:
         return Outcome(error=str(err), seconds=time.perf_counter() - t0)
     except Exception:  # a bug in one job must not lose the sweep; the reason is on the run
@@ -233,6 +235,7 @@ def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:
         tracker.end(opened.run_id, "FAILED", outcome.error)
         return JobResult(opened.job, "failed", seconds=seconds, reason=outcome.error, rerun_reason=opened.rerun_reason)
     tracker.log_fold(opened.run_id, outcome.params, outcome.metrics, outcome.tables)
+    tracker.log_files(opened.run_id, outcome.files)
     for key, values in outcome.curves.items():
         tracker.log_curve(opened.run_id, key, values)
     tracker.log_metric(opened.run_id, "job_seconds", seconds)

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from bench.fold import make_fold
+from bench import checkpoint
+from bench.fold import OmicScaler, make_fold
 from bench.splits import Split
 from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
 from bench.survival import c_index, fit_bin_edges
@@ -36,12 +37,15 @@ PROTOCOL_FACTS = {
 
 
 def fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, key: str, progress):
-    """One job under its protocol: (params, metrics, tables, curves) to log; `key` names its Optuna study."""
+    """One job under its protocol: (params, metrics, tables, curves, files) to log; `key` names its Optuna study.
+
+    `files`: the saved fold model (bench.checkpoint) by artifact path, when `s.save_models`.
+    """
     cls = get_model_class(job.model)
     needs_wsi = WSI in cls.train_modalities | cls.infer_modalities
     store = cd.store if needs_wsi else None
     cohort = cd.cohort
-    base = {**cls.paper_defaults, "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
+    base = {**cls.paper_params(job.cohort), "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
     speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision,
                  max_tokens=s.max_tokens)
     train_ids, val_ids = list(split.train), list(split.val)
@@ -102,4 +106,12 @@ def fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, key:
     logged = {**params, "bin_edges": ",".join(f"{e:.4f}" for e in edges), "n_train": len(train), "n_test": len(test),
               "micro_batch": s.micro_batch, "max_tokens": s.max_tokens}
     curves = {"train_loss": result.train_loss, "loss_nll": result.loss_nll, "loss_aux": result.loss_aux}
-    return logged, metrics, tables, {k: v for k, v in curves.items() if v}
+    files = {}
+    if s.save_models:
+        scaler = OmicScaler(cohort.group_arrays(train_ids))  # the refit's scaler: make_fold fits it on these patients
+        scoring = {"micro_batch": s.micro_batch, "max_tokens": s.max_tokens, "precision": s.precision,
+                   "feature_precision": s.cache_dtype}
+        saved = checkpoint.pack(job.model, result.model, result.model_kwargs, edges, scaler, cohort.groups, logged,
+                                scoring, store.dim if store is not None else None, s.suite_version)
+        files = {f"{checkpoint.ARTIFACT_DIR}/{name}": data for name, data in saved.items()}
+    return logged, metrics, tables, {k: v for k, v in curves.items() if v}, files

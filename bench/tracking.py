@@ -168,6 +168,15 @@ class Tracker:
                 df.to_csv(path, index=False, lineterminator="\n", float_format="%.8g")
                 self.client.log_artifact(run_id, path)
 
+    def log_files(self, run_id: str, files: dict[str, bytes]) -> None:
+        """Artifacts given as bytes by artifact path (`model/weights.pt`), e.g. a saved fold model."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, data in files.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                self.client.log_artifact(run_id, str(path), artifact_path=os.path.dirname(name) or None)
+
     def log_curve(self, run_id: str, key: str, values: list[float]) -> None:
         self.client.log_batch(run_id, metrics=[mlflow.entities.Metric(key, float(v), 0, i) for i, v in enumerate(values)])
 
