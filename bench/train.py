@@ -23,7 +23,7 @@ import torch
 from bench.fold import PatientSet
 from bench.survival import c_index, nll_loss, survival_curve
 from models import OMICS, WSI, create_model, get_model_class
-from models.base import OPTIM_KEYS, SurvivalModel
+from models.base import OPTIM_KEYS, SurvivalEstimator, SurvivalModel
 
 
 class TrainingError(RuntimeError):
@@ -163,6 +163,8 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
         on_epoch: Callable[[int, SurvivalModel], None] | None = None) -> FitResult:
     """Train `name` on `train` for `settings.epochs`; `on_epoch(epoch, model)` may score or prune."""
     kwargs = model_kwargs(name, train, params)
+    if get_model_class(name).estimator:
+        return _fit_estimator(name, train, kwargs, on_epoch)
     model = build_model(name, kwargs, settings.seed).to(settings.device)
     cls = type(model)
     micro = settings.micro_batch if cls.batchable else 1
@@ -184,7 +186,8 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
                 with _autocast(settings):
                     out = model(wsi=wsi, mask=mask, omics=omics)
                     nll = nll_loss(out.logits.float(), bins, cens, settings.alpha)
-                    extra = model.extra_loss(out, omics)
+                    terms = [t for t in (model.extra_loss(out, omics), model.label_loss(out, bins)) if t is not None]
+                    extra = sum(terms[1:], terms[0]) if terms else None
                     per_patient = nll if extra is None else nll + extra.float()
                 loss = per_patient.sum() / settings.grad_accum
                 if settings.l1_reg:
@@ -212,11 +215,35 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
     return result
 
 
+def _fit_estimator(name: str, train: PatientSet, kwargs: dict,
+                   on_epoch: Callable[[int, SurvivalEstimator], None] | None) -> FitResult:
+    """One fit of a model fitted outside torch (the registry's SurvivalEstimator), then `on_epoch` once."""
+    model = create_model(name, **kwargs)
+    try:
+        model.fit(train.omics, train.time, train.event)
+    except (ArithmeticError, ValueError) as err:  # e.g. Coxnet's "weights are too large" at a tiny alpha
+        raise TrainingError(f"{name}: the fit failed ({err}); the run is marked failed, the sweep goes on") from None
+    if on_epoch is not None:
+        on_epoch(0, model)
+    return FitResult(model, kwargs)
+
+
+def _predict_estimator(model: SurvivalEstimator, pset: PatientSet) -> tuple[np.ndarray, np.ndarray]:
+    """(risk, S at the bin edges past the first): the columns a network's survival curve fills."""
+    if pset.edges is None:
+        raise ValueError(f"{model.name} reads survival at the bin edges: this PatientSet carries none (make_fold sets them)")
+    return model.predict(pset.omics, pset.edges[1:])
+
+
 @torch.no_grad()
-def predict(model: SurvivalModel, pset: PatientSet, settings: TrainSettings, split: str = "test") -> pd.DataFrame:
+def predict(model: SurvivalModel | SurvivalEstimator, pset: PatientSet, settings: TrainSettings,
+            split: str = "test") -> pd.DataFrame:
     """One row per patient: case_id, split, time, event, bin, risk, S_1..S_k, true_risk."""
     model.eval()
     cls = type(model)
+    if cls.estimator:
+        risk, surv = _predict_estimator(model, pset)
+        return _prediction_frame(pset, split, risk, surv)
     micro = max(settings.micro_batch, 16) if cls.batchable else 1
     order = np.arange(len(pset))
     surv = np.zeros((len(pset), 0))
@@ -230,8 +257,13 @@ def predict(model: SurvivalModel, pset: PatientSet, settings: TrainSettings, spl
     surv = np.zeros((len(pset), n_bins))
     for mb, s in rows:
         surv[mb] = s
+    return _prediction_frame(pset, split, -surv.sum(axis=1), surv)
+
+
+def _prediction_frame(pset: PatientSet, split: str, risk: np.ndarray, surv: np.ndarray) -> pd.DataFrame:
+    n_bins = surv.shape[1]
     df = pd.DataFrame({"case_id": pset.case_ids, "split": split, "time": pset.time, "event": pset.event,
-                       "bin": pset.bins, "risk": -surv.sum(axis=1)})
+                       "bin": pset.bins, "risk": risk})
     for k in range(n_bins):
         df[f"S_{k + 1}"] = surv[:, k]
     df["true_risk"] = np.nan if pset.truth is None else pset.truth

@@ -1,12 +1,14 @@
 """Model registry: `create_model(name, ...)` and `list_models()`; importing registers every model."""
 
-from .base import OMICS, WSI, SurvivalModel, SurvivalOutput
-from .registry import DEFAULT_OMIC_SIZES, ModelError, create_model, get_model_class, list_models, register_model
+from .base import OMICS, WSI, SurvivalEstimator, SurvivalModel, SurvivalOutput
+from .registry import (DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, create_model, get_model_class, list_models,
+                       register_model, select_models)
 
 # Importing each model module registers it.
 from . import abmil, ghanet, mcat, snn, transmil  # noqa: E402,F401
+from . import abmil_snn, clam_sb, coxnet  # noqa: E402,F401
 
 __all__ = [
-    "DEFAULT_OMIC_SIZES", "ModelError", "OMICS", "WSI", "SurvivalModel", "SurvivalOutput",
-    "create_model", "get_model_class", "list_models", "register_model",
+    "DEFAULT_MODELS", "DEFAULT_OMIC_SIZES", "ModelError", "OMICS", "WSI", "SurvivalEstimator", "SurvivalModel",
+    "SurvivalOutput", "create_model", "get_model_class", "list_models", "register_model", "select_models",
 ]

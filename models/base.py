@@ -6,11 +6,13 @@
 `mask` is True for real patches, False for padding; padding never changes a bag's result.
 A single unbatched bag ([N, D], omics 1-D) gives logits [1, n_bins]. Class attributes declare
 what the trainer needs to know: modalities, whether bags may be batched, paper defaults, and
-the Optuna search space. `extra_loss` adds a model's own terms to the shared NLL, per patient.
+the Optuna search space. `extra_loss` adds a model's own terms to the shared NLL, per patient;
+`label_loss` adds those that need the patient's bin.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,6 +40,7 @@ class SurvivalModel(nn.Module):
     """Base class: subclasses set the class attributes and implement `forward`."""
 
     name: ClassVar[str] = ""
+    estimator: ClassVar[bool] = False  # True: fitted outside torch, see SurvivalEstimator
     train_modalities: ClassVar[frozenset[str]] = frozenset({WSI})
     infer_modalities: ClassVar[frozenset[str]] = frozenset({WSI})
     batchable: ClassVar[bool] = True
@@ -66,6 +69,70 @@ class SurvivalModel(nn.Module):
     def extra_loss(self, out: SurvivalOutput, omics: list[torch.Tensor] | None) -> torch.Tensor | None:
         """Model-specific loss terms per patient ([B]) added to the NLL; None for none."""
         return None
+
+    def label_loss(self, out: SurvivalOutput, bins: torch.Tensor) -> torch.Tensor | None:
+        """Terms per patient ([B]) that need the patient's discrete bin (CLAM's instance loss), added
+        to the NLL in training only; None for none."""
+        return None
+
+
+class SurvivalEstimator(ABC):
+    """The contract of a model fitted outside torch in one call (e.g. sksurv's Coxnet), registered like a network.
+
+    The trainer dispatches on `estimator`: instead of epochs of gradient steps it calls `fit(omics, time,
+    event)` once on the training side (omics z-scored there, event 1 = death) and then its `on_epoch` once;
+    it scores with `predict(omics, times) -> (risk [n], survival [n, len(times)])`, survival P(T >= t) at
+    the bin edges, so predictions.csv, the C-index, the KM split and the Brier score read it as they read a
+    network's. `state_dict`/`load_state_dict` hold what the fit learned as tensors, so a fold model is saved
+    and reloaded as a network is. The constructor takes the keywords `create_model` passes; the class
+    attributes mean what they mean on SurvivalModel (`paper_defaults` only needs the model's own keys).
+    """
+
+    name: ClassVar[str] = ""
+    estimator: ClassVar[bool] = True
+    train_modalities: ClassVar[frozenset[str]] = frozenset({OMICS})
+    infer_modalities: ClassVar[frozenset[str]] = frozenset({OMICS})
+    batchable: ClassVar[bool] = False
+    cpu_pass_cost: ClassVar[float | None] = None
+    relative_job_cost: ClassVar[float] = 1.0
+    paper_defaults: ClassVar[dict[str, Any]] = {}
+
+    @staticmethod
+    @abstractmethod
+    def search_space(trial) -> dict[str, Any]:
+        """Optuna search space of the model's own keys."""
+
+    @classmethod
+    def prepare(cls, omics: list[np.ndarray], bins: np.ndarray, event: np.ndarray) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def paper_params(cls, cohort: str) -> dict[str, Any]:
+        return dict(cls.paper_defaults)
+
+    @abstractmethod
+    def fit(self, omics: list[np.ndarray], time: np.ndarray, event: np.ndarray) -> "SurvivalEstimator":
+        """Fit on the training side; returns self."""
+
+    @abstractmethod
+    def predict(self, omics: list[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(risk [n], higher = worse; survival P(T >= t) [n, len(times)])."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the fit learned, as tensors."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True):
+        """Restore a `state_dict`."""
+
+    def eval(self) -> "SurvivalEstimator":
+        """No train/eval modes: a fitted estimator scores the same either way."""
+        return self
+
+    def to(self, device) -> "SurvivalEstimator":
+        """Fitted on the CPU whatever the sweep's device."""
+        return self
 
 
 def as_batch(

@@ -1,23 +1,30 @@
-"""Name -> model class registry in the style of timm: a decorator and a dict."""
+"""Name -> model class registry in the style of timm: a decorator and a dict.
+
+A registered class is a torch `SurvivalModel` or a `SurvivalEstimator` (fitted outside torch; its
+`estimator` attribute is True and models/base.py says what it must provide). `DEFAULT_MODELS` names the
+mission's five, the embedded default sweep; every other registered model is "extended".
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import SurvivalModel
+from .base import SurvivalEstimator, SurvivalModel
 
 # BLCA `sig` table with every genomic column kept (TSG, Onc, PK, CDM, TF, CGF).
 DEFAULT_OMIC_SIZES = (94, 334, 521, 468, 1496, 479)
 N_GROUPS = 6
+DEFAULT_MODELS = ("abmil", "ghanet", "mcat", "snn", "transmil")
+MODEL_SELECTIONS = ("default", "extended", "all")
 
-_MODELS: dict[str, type[SurvivalModel]] = {}
+_MODELS: dict[str, type[SurvivalModel | SurvivalEstimator]] = {}
 
 
 class ModelError(ValueError):
     """A wrong model name or input size: a user's mistake, printed as one paragraph by the CLIs."""
 
 
-def register_model(cls: type[SurvivalModel]) -> type[SurvivalModel]:
+def register_model(cls: type[SurvivalModel | SurvivalEstimator]) -> type[SurvivalModel | SurvivalEstimator]:
     """Class decorator: make `cls` available to `create_model(cls.name, ...)`."""
     if not getattr(cls, "name", ""):
         raise TypeError(f"{cls.__qualname__} must set a class attribute `name` to be registered")
@@ -32,7 +39,16 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def get_model_class(name: str) -> type[SurvivalModel]:
+def select_models(selection: str) -> list[str]:
+    """Registered names of a selection: "default" (the mission's five), "extended" (the others) or "all"."""
+    if selection not in MODEL_SELECTIONS:
+        raise ModelError(f"unknown model selection {selection!r}: use one of {', '.join(MODEL_SELECTIONS)}.")
+    if selection == "all":
+        return list_models()
+    return [n for n in list_models() if (n in DEFAULT_MODELS) == (selection == "default")]
+
+
+def get_model_class(name: str) -> type[SurvivalModel | SurvivalEstimator]:
     """The registered class for `name`; a clear error listing the known names otherwise."""
     try:
         return _MODELS[name]
@@ -50,7 +66,7 @@ def create_model(
     omic_sizes: Sequence[int] = DEFAULT_OMIC_SIZES,
     n_bins: int = 4,
     **hparams,
-) -> SurvivalModel:
+) -> SurvivalModel | SurvivalEstimator:
     """Build model `name` for the given input sizes and hyperparameters."""
     cls = get_model_class(name)
     omic_sizes = tuple(int(s) for s in omic_sizes)

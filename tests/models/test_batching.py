@@ -13,7 +13,8 @@ from bench.survival import nll_loss
 from models import DEFAULT_OMIC_SIZES, create_model, get_model_class, list_models
 
 SIZES = [14, 5]  # one bag padded to the other; at least 5 patches: G-HANet's hyperedges need that many
-BATCHABLE = [name for name in list_models() if get_model_class(name).batchable]
+NETWORKS = [name for name in list_models() if not get_model_class(name).estimator]  # torch models: forward passes
+BATCHABLE = [name for name in NETWORKS if get_model_class(name).batchable]
 
 
 def _padded_batch(sizes, seed=0):
@@ -32,16 +33,18 @@ def _padded_batch(sizes, seed=0):
 def _patient_loss(model, out, omics, bins, censorship):
     """Per-patient NLL plus the model's own terms, as the trainer adds them."""
     loss = nll_loss(out.logits, bins, censorship)
-    extra = model.extra_loss(out, omics)
-    return loss if extra is None else loss + extra
+    for extra in (model.extra_loss(out, omics), model.label_loss(out, bins)):
+        loss = loss if extra is None else loss + extra
+    return loss
 
 
 def test_at_least_the_baselines_are_batchable():
     assert {"abmil", "snn", "mcat"} <= set(BATCHABLE)
     assert "transmil" not in BATCHABLE
+    assert {"abmil_snn", "clam_sb"} <= set(BATCHABLE) and "coxnet" not in NETWORKS
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", NETWORKS)
 def test_padded_batch_equals_each_bag_alone(name):
     model = create_model(name).eval()
     wsi, mask, omics, _, _ = _padded_batch(SIZES)

@@ -4,8 +4,12 @@ import optuna
 import pytest
 import torch
 
-from models import DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalModel, create_model, get_model_class, list_models
+from models import (DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalEstimator, SurvivalModel,
+                    create_model, get_model_class, list_models, select_models)
 from models.base import OPTIM_KEYS, REFERENCE_OPTIM
+
+
+NETWORKS = [name for name in list_models() if not get_model_class(name).estimator]  # the rest never run forward
 
 
 def _bag(n=6, batch=1):
@@ -21,6 +25,21 @@ def _model_kwargs(params: dict) -> dict:
 def test_the_baselines_are_registered():
     assert {"abmil", "snn", "transmil", "mcat"} <= set(list_models())
     assert list_models() == sorted(list_models())
+
+
+def test_the_default_five_and_the_extended_rest_partition_the_registry():
+    assert select_models("default") == sorted(DEFAULT_MODELS) == ["abmil", "ghanet", "mcat", "snn", "transmil"]
+    assert {"abmil_snn", "clam_sb", "coxnet"} <= set(select_models("extended"))
+    assert sorted(select_models("default") + select_models("extended")) == select_models("all") == list_models()
+    with pytest.raises(ModelError, match="extended"):
+        select_models("everything")
+
+
+def test_an_estimator_search_space_gives_only_its_own_keys():
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    params = get_model_class("coxnet").search_space(trial)
+    assert set(params) == {"alpha", "l1_ratio"} and not set(params) & OPTIM_KEYS
+    assert create_model("coxnet", **params).alpha == params["alpha"]
 
 
 def test_unknown_name_is_refused_with_the_registered_names():
@@ -40,15 +59,15 @@ def test_wrong_omic_sizes_are_refused(sizes):
 @pytest.mark.parametrize("name", list_models())
 def test_class_declares_the_contract(name):
     cls = get_model_class(name)
-    assert issubclass(cls, SurvivalModel) and cls.name == name
+    assert issubclass(cls, SurvivalEstimator if cls.estimator else SurvivalModel) and cls.name == name
     assert cls.infer_modalities <= cls.train_modalities <= {WSI, OMICS}
     assert cls.infer_modalities
-    assert set(REFERENCE_OPTIM) <= set(cls.paper_defaults)
+    assert cls.estimator or set(REFERENCE_OPTIM) <= set(cls.paper_defaults)
     model = create_model(name, **_model_kwargs(cls.paper_defaults))
     assert isinstance(model, cls)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", NETWORKS)
 def test_search_space_builds_a_model(name):
     cls = get_model_class(name)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
@@ -60,7 +79,7 @@ def test_search_space_builds_a_model(name):
         assert model.eval()(wsi=wsi, omics=omics).logits.shape == (1, 4)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", NETWORKS)
 def test_inference_uses_only_the_declared_modalities(name):
     cls = get_model_class(name)
     model = create_model(name).eval()
@@ -79,7 +98,7 @@ def test_inference_uses_only_the_declared_modalities(name):
             torch.testing.assert_close(model(wsi=None, omics=omics).logits, full)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", NETWORKS)
 def test_same_seed_gives_same_logits(name):
     wsi, omics = _bag()
     logits = []

@@ -1,0 +1,80 @@
+"""CoxNet: sksurv's Coxnet behind the registry's estimator contract, Breslow survival, and constant columns."""
+
+import numpy as np
+import pytest
+import torch
+from sksurv.linear_model import CoxnetSurvivalAnalysis
+
+from bench.fold import OmicScaler, PatientSet
+from bench.train import TrainSettings, fit, predict
+from models import SurvivalEstimator, create_model, get_model_class
+
+SIZES = (5, 7, 3, 4, 6, 5)
+
+
+def _data(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    omics = [rng.standard_normal((n, s)) for s in SIZES]
+    lp = omics[0][:, 0] - omics[1][:, 2]
+    time = rng.exponential(10 * np.exp(-lp))
+    cens = rng.exponential(15, n)
+    return omics, np.minimum(time, cens), (time <= cens).astype(int)
+
+
+def test_is_an_estimator_not_a_network():
+    cls = get_model_class("coxnet")
+    assert cls.estimator and issubclass(cls, SurvivalEstimator) and not issubclass(cls, torch.nn.Module)
+
+
+def test_risk_is_sksurvs_linear_predictor_and_survival_its_breslow_function():
+    omics, time, event = _data()
+    model = create_model("coxnet", omic_sizes=SIZES, alpha=0.05, l1_ratio=0.5).fit(omics, time, event)
+    x = np.concatenate(omics, axis=1)
+    y = np.array(list(zip(event.astype(bool), time)), dtype=[("e", bool), ("t", float)])
+    ref = CoxnetSurvivalAnalysis(alphas=[0.05], l1_ratio=0.5, fit_baseline_model=True).fit(x, y)
+    times = np.quantile(time[event == 1], [0.2, 0.5, 0.8]) + 1e-9  # between deaths: P(T >= t) = P(T > t)
+    risk, surv = model.predict(omics, times)
+    np.testing.assert_allclose(risk, ref.predict(x), rtol=1e-10, atol=1e-12)
+    want = np.stack([fn(times) for fn in ref.predict_survival_function(x)])
+    np.testing.assert_allclose(surv, want, rtol=1e-8, atol=1e-12)
+    assert (np.diff(surv, axis=1) <= 0).all()
+
+
+def test_state_dict_round_trip_scores_the_same():
+    omics, time, event = _data()
+    model = create_model("coxnet", omic_sizes=SIZES).fit(omics, time, event)
+    again = create_model("coxnet", omic_sizes=SIZES)
+    again.load_state_dict(model.state_dict())
+    for a, b in zip(model.predict(omics, [1.0, 5.0]), again.predict(omics, [1.0, 5.0])):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(RuntimeError, match="coefficients"):
+        create_model("coxnet", omic_sizes=(1, 1, 1, 1, 1, 1)).load_state_dict(model.state_dict())
+
+
+def test_a_constant_genomic_column_is_never_divided_by_zero():
+    """0.1 repeated has a float std of ~1e-17, not 0: the scaler must still leave it unscaled, so a held-out
+    patient with another value stays finite and small, and the Coxnet fit sees a zero column."""
+    omics, time, event = _data()
+    omics[2][:, 1] = 0.1
+    assert omics[2][:, 1].std() > 0  # the trap: not exactly zero
+    scaler = OmicScaler(omics)
+    scaled = scaler.transform(omics)
+    assert np.abs(scaled[2][:, 1]).max() < 1e-6
+    held_out = [o[:3].copy() for o in omics]
+    held_out[2][:, 1] = 0.7
+    assert np.abs(scaler.transform(held_out)[2][:, 1]).max() < 1.0
+    edges = np.array([0.0, 2.0, 5.0, 10.0, time.max() + 1])
+    pset = PatientSet(case_ids=[f"p{i}" for i in range(len(time))], time=time, event=event,
+                      bins=np.searchsorted(edges[1:-1], time, side="right"), omics=scaled, bags=None, edges=edges)
+    result = fit("coxnet", pset, {"alpha": 0.05, "l1_ratio": 0.5}, TrainSettings())
+    assert result.model.coef[sum(SIZES[:2]) + 1] == 0.0
+    pred = predict(result.model, pset, TrainSettings())
+    assert list(pred.columns[6:10]) == ["S_1", "S_2", "S_3", "S_4"]
+    assert np.isfinite(pred[["risk", "S_1", "S_2", "S_3", "S_4"]].to_numpy()).all()
+    np.testing.assert_allclose(pred["risk"], np.concatenate(scaled, axis=1) @ result.model.coef - result.model.offset,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_hyperparameters_are_refused():
+    with pytest.raises(ValueError, match="l1_ratio"):
+        create_model("coxnet", l1_ratio=0.0)
