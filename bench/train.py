@@ -40,6 +40,7 @@ class TrainSettings:
     grad_accum: int = 32
     l1_reg: float = 0.0
     alpha: float = 0.0
+    optimizer: str = "adam"  # or "sgd" (momentum 0.9), as a model's paper_defaults ask
     seed: int = 1
     micro_batch: int = 8
     device: str = "cpu"
@@ -153,6 +154,15 @@ def model_kwargs(name: str, train: PatientSet, params: dict) -> dict:
                 **cls.prepare(train.omics, train.bins, train.event))
 
 
+def make_optimizer(model: SurvivalModel, settings: TrainSettings) -> torch.optim.Optimizer:
+    """Adam, or SGD with the momentum 0.9 its one reference (CMTA's `define_optimizer`) fixes."""
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
+    raise ValueError(f"optimizer {settings.optimizer!r}: use 'adam' or 'sgd' (a model's paper_defaults set it)")
+
+
 def build_model(name: str, kwargs: dict, seed: int) -> SurvivalModel:
     """A seeded model from `model_kwargs`: where `fit` starts."""
     seed_everything(seed)
@@ -168,7 +178,7 @@ def fit(name: str, train: PatientSet, params: dict, settings: TrainSettings,
     model = build_model(name, kwargs, settings.seed).to(settings.device)
     cls = type(model)
     micro = settings.micro_batch if cls.batchable else 1
-    opt = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = make_optimizer(model, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     result = FitResult(model, kwargs)
     pending = 0  # patients accumulated since the last step (carried across epochs, as the reference does)

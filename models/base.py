@@ -24,7 +24,8 @@ WSI = "wsi"
 OMICS = "omics"
 
 # Settings the trainer consumes; every other key of a hyperparameter dict goes to the model.
-OPTIM_KEYS = frozenset({"lr", "weight_decay", "epochs", "grad_accum", "l1_reg"})
+# `optimizer`: "adam" (every reference but one, and the default) or "sgd" (momentum 0.9, CMTA's).
+OPTIM_KEYS = frozenset({"lr", "weight_decay", "epochs", "grad_accum", "l1_reg", "optimizer"})
 
 # MCAT main.py defaults shared by every reference (data_formats.md section 10).
 REFERENCE_OPTIM = {"lr": 2e-4, "weight_decay": 1e-5, "epochs": 20, "grad_accum": 32, "l1_reg": 0.0}
@@ -60,6 +61,11 @@ class SurvivalModel(nn.Module):
             "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
             "dropout": trial.suggest_float("dropout", 0.0, 0.5),
         }
+
+    @classmethod
+    def paper_params(cls, cohort: str) -> dict[str, Any]:
+        """The reference hyperparameters for `cohort`: `paper_defaults` unless a reference set them per cohort."""
+        return dict(cls.paper_defaults)
 
     @classmethod
     def prepare(cls, omics: list[np.ndarray], bins: np.ndarray, event: np.ndarray) -> dict[str, Any]:
