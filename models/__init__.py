@@ -7,6 +7,7 @@ from .registry import (DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, create_mo
 # Importing each model module registers it.
 from . import abmil, ghanet, mcat, snn, transmil  # noqa: E402,F401
 from . import abmil_snn, clam_sb, coxnet  # noqa: E402,F401
+from . import cmta, motcat  # noqa: E402,F401
 
 __all__ = [
     "DEFAULT_MODELS", "DEFAULT_OMIC_SIZES", "ModelError", "OMICS", "WSI", "SurvivalEstimator", "SurvivalModel",

@@ -41,6 +41,7 @@ def _patient_loss(model, out, omics, bins, censorship):
 def test_at_least_the_baselines_are_batchable():
     assert {"abmil", "snn", "mcat"} <= set(BATCHABLE)
     assert "transmil" not in BATCHABLE
+    assert "motcat" in BATCHABLE and "cmta" not in BATCHABLE  # CMTA's square padding and landmarks are per bag
     assert {"abmil_snn", "clam_sb"} <= set(BATCHABLE) and "coxnet" not in NETWORKS
 
 
