@@ -92,9 +92,9 @@ def _train_pass(model: SurvivalModel, bag: dict, label: int) -> None:
     out = model(**bag)
     loss = nll_loss(out.logits, torch.tensor([label]), torch.tensor([label % 2]))
     omics = None if bag["omics"] is None else [o.unsqueeze(0) for o in bag["omics"]]
-    extra = model.extra_loss(out, omics)
-    if extra is not None:
-        loss = loss + extra
+    for extra in (model.extra_loss(out, omics), model.label_loss(out, torch.tensor([label]))):
+        if extra is not None:
+            loss = loss + extra
     loss.sum().backward()
 
 
@@ -366,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_models = sub.add_parser("models", help="parameters, training time per bag and GFLOP/s per model")
-    p_models.add_argument("--models", default=",".join(list_models()), help="comma-separated model names")
+    p_models.add_argument("--models", default=",".join(n for n in list_models() if not get_model_class(n).estimator),
+                          help="comma-separated model names (default: every torch model)")
     p_models.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="bag sizes in patches")
     p_transmil = sub.add_parser("transmil", help="TransMIL's exact short-bag path against the library path: time and difference")
     p_transmil.add_argument("--sizes", default="66,256,257,2000", help="bag sizes in patches")

@@ -1,6 +1,6 @@
 """`python -m bench.run`: sweep models x cohorts x folds (x seeds), tracked in MLflow, resumable.
 
-    python -m bench.run --models ghanet,mcat [--cohorts blca,luad] [--folds 0,1] [--protocol nested|paper]
+    python -m bench.run --models ghanet,mcat|default|extended|all [--cohorts blca,luad] [--folds 0,1] [--protocol nested|paper]
                         [--trials N] [--data synthetic|tcga] [--data-root DIR] [--tracking-uri URI]
                         [--experiment NAME] [--seed S] [--profile quick|paper] [--list-models]
                         [--executor local|ray [--ray-address auto|HOST:PORT] [--gpus-per-job F] ...]
@@ -29,7 +29,8 @@ from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
 from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, runs_table_url, store_dir, ui_command
-from models import get_model_class, list_models
+from models import DEFAULT_MODELS, get_model_class, list_models, select_models
+from models.registry import MODEL_SELECTIONS
 
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
 DEFAULT_MAX_TOKENS = 65536  # 256 MiB of float32 input at width 1024; never binds on the synthetic default's bags
@@ -37,7 +38,9 @@ DEFAULT_MAX_TOKENS = 65536  # 256 MiB of float32 input at width 1024; never bind
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", default=",".join(list_models()), help="comma-separated registered names (default: all)")
+    p.add_argument("--models", default="default",
+                   help="comma-separated registered names, or a selection: default (the mission's five: "
+                        f"{', '.join(DEFAULT_MODELS)}), extended (every other registered model) or all")
     p.add_argument("--cohorts", default=",".join(COHORTS))
     p.add_argument("--folds", default="0,1,2,3,4")
     p.add_argument("--protocol", choices=["nested", "paper"], default="nested")
@@ -108,11 +111,21 @@ def _int_list(text: str, what: str, valid: range | None = None) -> list[int]:
     return values
 
 
-def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
-    """Validate every argument before any work starts."""
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+def parse_models(text: str) -> list[str]:
+    """--models: a selection (default, extended, all) or comma-separated registered names, in that order."""
+    if text.strip() in MODEL_SELECTIONS:
+        return select_models(text.strip())
+    models = [m.strip() for m in text.split(",") if m.strip()]
     for m in models:
         get_model_class(m)
+    if not models:
+        raise BenchError(f"--models {text!r} names no model: give registered names or one of {', '.join(MODEL_SELECTIONS)}.")
+    return models
+
+
+def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
+    """Validate every argument before any work starts."""
+    models = parse_models(args.models)
     cohorts = parse_cohorts(args.cohorts)
     folds = _int_list(args.folds, "folds", range(5))
     seeds = _int_list(args.seed, "seed")
