@@ -232,7 +232,8 @@ def test_report_refuses_runs_that_differ_in_a_setting_unless_allowed(tmp_path, c
 def test_published_constant_matches_the_released_files(shared_data):
     source = shared_data / "reference_results" / "mcat_iccv2021"
     folders = {"MCAT": "MCATsm_nll_surv_a0.0_5foldcv_gc32_concat", "AMIL": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig",
-               "SNN": "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig"}
+               "SNN": "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig", "AMIL+SNN": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig_concat"}
+    assert set(folders) == set(analysis.PUBLISHED_MCAT)
     for name, folder in folders.items():
         table = pd.read_csv(source / folder / "cindex.csv").set_index("Project")
         for cohort, (mean, std) in analysis.PUBLISHED_MCAT[name].items():

@@ -21,18 +21,22 @@ from bench.report.store import mixed_settings
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
 
-DISPLAY = {"ghanet": "G-HANet", "abmil": "ABMIL", "transmil": "TransMIL", "snn": "SNN", "mcat": "MCAT"}
+DISPLAY = {"ghanet": "G-HANet", "abmil": "ABMIL", "transmil": "TransMIL", "snn": "SNN", "mcat": "MCAT",
+           "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet"}
 ORACLE = "oracle (true risk)"
 PUBLISHED_LABEL = "published (MCAT release)"
 # MCAT's released mean and population std of the 5-fold val C-index, cohorts BLCA/BRCA/GBMLGG/LUAD/UCEC.
 # Source: mahmoodlab/MCAT commit b9cca63, results/ICCV/<experiment>/cindex.csv, columns "Val C-Index (Mean)"
 # and "Val C-Index (STD)"; experiments MCATsm_nll_surv_a0.0_5foldcv_gc32_concat, AMILsm_nll_surv_a0.0_
-# 5foldcv_gc32_sig (WSI only) and SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig. Rounded to 4 decimals.
+# 5foldcv_gc32_sig (WSI only), AMILsm_nll_surv_a0.0_5foldcv_gc32_sig_concat (AMIL+SNN, model abmil_snn) and
+# SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig. Rounded to 4 decimals.
 PUBLISHED_MCAT = {
     "MCAT": {"blca": (0.6243, 0.0342), "brca": (0.5801, 0.0692), "gbmlgg": (0.8174, 0.0214),
              "luad": (0.6201, 0.0325), "ucec": (0.6219, 0.0194)},
     "AMIL": {"blca": (0.5362, 0.0385), "brca": (0.5644, 0.0503), "gbmlgg": (0.7870, 0.0278),
              "luad": (0.5593, 0.0602), "ucec": (0.6251, 0.0574)},
+    "AMIL+SNN": {"blca": (0.6049, 0.0455), "brca": (0.5512, 0.0773), "gbmlgg": (0.8162, 0.0111),
+                 "luad": (0.5630, 0.0500), "ucec": (0.6137, 0.0519)},
     "SNN": {"blca": (0.5407, 0.0157), "brca": (0.4661, 0.0575), "gbmlgg": (0.5984, 0.0541),
             "luad": (0.5387, 0.0691), "ucec": (0.4932, 0.0962)},
 }
