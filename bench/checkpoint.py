@@ -4,14 +4,16 @@ Two files, nothing that loading would unpickle: `weights.pt` holds the state dic
 with `weights_only=True`), `model.json` the rest: the model name and what `create_model` got (input
 sizes, hyperparameters, what `prepare` fitted on the training fold, e.g. G-HANet's gene masks), the bin
 edges, the genomic scaler (per group: column names, mean, std), the run's params, how the job scored
-(micro-batch, token budget, precision), the feature width and the suite version that trained it. Arrays travel as lists with their dtype, so a float32 scaler comes
-back bit for bit and the reloaded model scores as the job did.
+(micro-batch, token budget, precision), the feature width and the suite version that trained it. Arrays
+travel as lists with their dtype, so a float32 scaler comes back bit for bit and the reloaded model scores
+as the job did.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,8 +94,9 @@ def load(folder: Path, where: str = "") -> SavedModel:
     try:
         spec = json.loads((folder / SPEC).read_text())
         state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
-    except (OSError, ValueError, RuntimeError) as err:
-        raise BenchError(f"the saved model of {where} cannot be read ({type(err).__name__}: {err}). Its files "
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as err:  # weights_only refuses any object
+        raise BenchError(f"the saved model of {where} cannot be read ({type(err).__name__}: "
+                         f"{str(err).strip().splitlines()[0][:300]}). Its files "
                          f"{SPEC} and {WEIGHTS} are incomplete or damaged: rerun the job into a new experiment "
                          "(python -m bench.run ... --experiment NEW) to save it again.") from None
     if spec.get("format") != FORMAT:
@@ -109,4 +112,5 @@ def load(folder: Path, where: str = "") -> SavedModel:
     scaler = OmicScaler.from_stats([_from_array(g["mean"]) for g in spec["scaler"]],
                                    [_from_array(g["std"]) for g in spec["scaler"]])
     return SavedModel(spec["model"], model.eval(), np.asarray(spec["bin_edges"], dtype=float), scaler,
-                      [g["columns"] for g in spec["scaler"]], spec["params"], spec["scoring"], spec["feature_dim"], spec["suite_version"])
+                      [g["columns"] for g in spec["scaler"]], spec["params"], spec["scoring"], spec["feature_dim"],
+                      spec["suite_version"])

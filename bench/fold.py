@@ -66,13 +66,16 @@ class OmicScaler:
         return [((g - m) / s).astype(np.float32) for g, m, s in zip(groups, self.mean, self.std)]
 
 
-def patient_set(cohort: Cohort, case_ids, edges: np.ndarray, scaler: OmicScaler, store: FeatureStore | None) -> PatientSet:
+def patient_set(cohort: Cohort, case_ids, edges: np.ndarray, scaler: OmicScaler | None,
+                store: FeatureStore | None) -> PatientSet:
+    """`scaler` None: no genomics, for a model that reads none at inference (so a table of other genes still works)."""
     p = cohort.patients.loc[list(case_ids)]
     bags = None if store is None else store.bags(case_ids, [p.at[c, "slides"] for c in case_ids])
     truth = None if cohort.truth is None else cohort.truth.loc[list(case_ids)].to_numpy(float)
     return PatientSet(
         case_ids=list(case_ids), time=p["time"].to_numpy(float), event=p["event"].to_numpy(int),
-        bins=assign_bins(p["time"].to_numpy(float), edges), omics=scaler.transform(cohort.group_arrays(case_ids)),
+        bins=assign_bins(p["time"].to_numpy(float), edges),
+        omics=[] if scaler is None else scaler.transform(cohort.group_arrays(case_ids)),
         bags=bags, truth=truth, edges=np.asarray(edges, dtype=float),
     )
 

@@ -92,8 +92,9 @@ def parse_args(argv):
                      help="default: one journal file per job beside the MLflow store; a database URL "
                           "(postgresql://...) where the cluster's nodes share no file system")
     p.add_argument("--save-models", action=argparse.BooleanOptionalAction, default=True,
-                   help="each fold run keeps its model as the artifact model/ (weights + JSON, 0.4-11 MB per run), "
-                        "for `python -m bench.predict` (default: on)")
+                   help="each fold run keeps its model as the artifact model/ (weights + JSON; per run at width 1024: "
+                        "abmil 3.9 MB, snn 4.5, transmil 10.9, mcat 18.2, ghanet 61.2) for `python -m bench.predict` "
+                        "(default: on)")
     p.add_argument("--allow-unverified-splits", action="store_true")
     p.add_argument("--on-missing", choices=["error", "skip"], default="error")
     p.add_argument("--list-models", action="store_true")

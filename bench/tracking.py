@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import mlflow
 import pandas as pd
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
@@ -64,6 +65,53 @@ def runs_table_url(uri: str, experiment_id: str) -> str:
     """Where the experiment's runs table is: on a server its page, else the page `ui_command` serves."""
     base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
     return f"{base}/#/experiments/{experiment_id}"
+
+
+def check_store(uri: str) -> None:
+    """A missing local store would silently be created empty by MLflow: refuse it instead."""
+    if uri.startswith("sqlite:///"):
+        path, exists = Path(uri.removeprefix("sqlite:///")), Path.is_file
+    elif "://" not in uri or uri.startswith("file://"):
+        path, exists = Path(uri.removeprefix("file://")), Path.is_dir
+    else:
+        return
+    if not exists(path):
+        raise BenchError(f"No MLflow store at {path} (tracking URI {uri}). Run `python -m bench.run` first, "
+                         "or pass --tracking-uri naming the store that holds the runs.")
+
+
+def describe(run) -> str:
+    """`run ID (abmil blca fold 0 seed 1)` for messages."""
+    t = run.data.tags
+    what = " ".join(f"{k} {t[k]}" if k in ("fold", "seed") else t[k] for k in ("model", "cohort", "fold", "seed") if k in t)
+    return f"run {run.info.run_id} ({what or 'no model tags'})"
+
+
+def finished_fold_run(uri: str, run_id: str):
+    """The FINISHED fold run `run_id` of the store at `uri` (any experiment); a clear error for any other run."""
+    check_store(uri)
+    if urlparse(uri).scheme in ("http", "https"):
+        _probe_server(uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as err:
+        raise BenchError(f"no run {run_id!r} in the MLflow store {uri} ({err.message.splitlines()[0][:200]}). Copy a "
+                         "fold run's id from the runs table (`mlflow ui`, a fold run's page shows it), and pass "
+                         f"--tracking-uri naming the store the sweep logged to (default {DEFAULT_TRACKING_URI}).") from None
+    kind = run.data.tags.get(RUN_KIND)
+    if kind != "fold":
+        children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and "
+                                      f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'", max_results=100)
+        hint = ("Its finished fold runs: " + ", ".join(f"{r.info.run_id} (fold {r.data.tags.get('fold')})" for r in
+                sorted(children, key=lambda r: r.data.tags.get("fold", ""))) + "." if children else
+                "Pick a fold run (tag run_kind=fold): one per model, cohort, fold and seed.")
+        raise BenchError(f"{describe(run)} is a {kind or 'untagged'} run, not a fold run: only a fold run holds a "
+                         f"trained model. {hint}")
+    if run.info.status != "FINISHED":
+        raise BenchError(f"{describe(run)} is {run.info.status}, not FINISHED: a fold run saves its model only when its "
+                         "job finishes. Rerun the sweep (python -m bench.run with the same arguments) to finish it.")
+    return client, run
 
 
 class Tracker:

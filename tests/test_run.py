@@ -231,7 +231,7 @@ def test_paper_protocol_logs_optimistic_best_epoch(tmp_path_factory, tmp_path):
     cohort = open_cohort(DataRoot(tiny_root(tmp_path_factory)), "blca")
     edges = fit_bin_edges(cohort.patients["time"].to_numpy(), cohort.patients["event"].to_numpy())
     assert params["bin_edges"] == ",".join(f"{e:.4f}" for e in edges)
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["predictions.csv"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["model", "predictions.csv"]  # saved by default
 
 
 def closed_port() -> int:

@@ -14,25 +14,12 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS
+from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS, check_store
 
 FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
 REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
 PRED_COLUMNS = ("case_id", "split", "time", "event", "risk")
 RUN_METRICS = ("oracle_c_index", "ibs", "td_auc")  # read from each fold run; calibration needs its bin edges
-
-
-def _check_store(uri: str) -> None:
-    """A missing local store would silently be created empty by MLflow: refuse it instead."""
-    if uri.startswith("sqlite:///"):
-        path, exists = Path(uri.removeprefix("sqlite:///")), Path.is_file
-    elif "://" not in uri or uri.startswith("file://"):
-        path, exists = Path(uri.removeprefix("file://")), Path.is_dir
-    else:
-        return
-    if not exists(path):
-        raise BenchError(f"No MLflow store at {path} (tracking URI {uri}). Run `python -m bench.run` first, "
-                         "or pass --tracking-uri naming the store that holds the runs.")
 
 
 def _all_runs(client, experiment_id: str) -> list:
@@ -77,7 +64,7 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    _check_store(uri)
+    check_store(uri)
     try:
         client = MlflowClient(tracking_uri=uri)
         exp = _pick_experiment(client, experiment, uri)
