@@ -11,18 +11,32 @@ from bench.errors import BenchError, cli_main
 from .layout import DataRoot, parse_cohorts
 
 
+def patch_range(text: str) -> tuple[int, int]:
+    """`LO-HI` patches per slide, inclusive, 1 <= LO <= HI."""
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.strip().isdigit() and hi.strip().isdigit()) or not 1 <= int(lo) <= int(hi):
+        raise BenchError(f"--patches-per-slide {text!r}: give an inclusive range LO-HI of patches per slide with "
+                         "1 <= LO <= HI, such as 16-96 (the default) or 10000-20000 (real slides at 20x, about 15k).")
+    return int(lo), int(hi)
+
+
 def _synth(args) -> int:
     from .synth import DEFAULT_SCALE, synthesize
 
     if args.min_test_events < 0 or (args.scale is not None and args.scale <= 0) or args.dim < 1:
         raise BenchError(f"--scale {args.scale}, --min-test-events {args.min_test_events} and --dim {args.dim}: the scale "
                          "must be positive, the deaths per test fold zero or more and the feature width at least 1.")
+    patches = patch_range(args.patches_per_slide)
     t0 = time.perf_counter()
     print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE}, "
-          f"at least {args.min_test_events} deaths per test fold, features of width {args.dim})")
-    synthesize(args.out, parse_cohorts(args.cohorts), seed=args.seed, scale=args.scale or DEFAULT_SCALE,
-               min_test_events=args.min_test_events, dim=args.dim)
-    print(f"done in {time.perf_counter() - t0:.1f} s")
+          f"at least {args.min_test_events} deaths per test fold, features of width {args.dim}, "
+          f"{patches[0]}-{patches[1]} patches per slide, {args.dtype})")
+    cohorts = parse_cohorts(args.cohorts)
+    synthesize(args.out, cohorts, seed=args.seed, scale=args.scale or DEFAULT_SCALE,
+               min_test_events=args.min_test_events, dim=args.dim, patches_per_slide=patches, dtype=args.dtype)
+    root = DataRoot(args.out)
+    nbytes = sum(p.stat().st_size for c in cohorts for p in root.features(c).rglob("*.h5"))
+    print(f"done in {time.perf_counter() - t0:.1f} s; features on disk {nbytes / 1e9:.2f} GB")
     return 0
 
 
@@ -85,6 +99,11 @@ def _main(argv: list[str] | None = None) -> int:
     s.add_argument("--cohorts", default=None, help="comma-separated short names (default: all five)")
     s.add_argument("--dim", type=int, default=1024,
                    help="feature width, as an encoder's (CONCH 512, UNI2-h 1536, Virchow2 2560; default 1024, CLAM's ResNet-50)")
+    s.add_argument("--patches-per-slide", default="16-96", metavar="LO-HI",
+                   help="patches per slide, drawn uniformly from LO..HI (default 16-96, small bags for a fast default; "
+                        "real TCGA slides hold about 15k at 20x: 10000-20000 makes real-size bags)")
+    s.add_argument("--dtype", choices=["float32", "float16"], default="float32",
+                   help="stored feature precision (float16 halves the disk; the suite reads it as float32)")
     s.set_defaults(func=_synth)
 
     c = sub.add_parser("check", help="validate a data root and print a per-cohort summary")

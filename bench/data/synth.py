@@ -44,6 +44,7 @@ MIN_TEST_EVENTS = 8  # default deaths in every test fold: a fold's C-index then 
 CENSORING_SHARE = 0.5  # synthetic censoring rate = this x the real cohort's (BRCA 86.4% -> 43.2%)
 GENERATOR_VERSION = 2  # in synth.json: 2 = censoring at half the real rate and the per-fold event floor
 FEATURE_DIM = 1024
+PATCHES_PER_SLIDE = (16, 96)  # the default's small bags; real TCGA slides hold about 15k patches at 20x
 LATENT_DIM = 3
 BETA = np.array([1.0, -0.8, 0.6])  # log-hazard weights on z
 WEIBULL_SHAPE = 1.3
@@ -145,10 +146,12 @@ def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
 
 
 def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_events: int = MIN_TEST_EVENTS,
-                 dim: int = FEATURE_DIM) -> dict:
-    """Write one cohort's table, features of width `dim`, truth and splits; return its summary.
+                 dim: int = FEATURE_DIM, patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE,
+                 dtype: str = "float32") -> dict:
+    """Write one cohort's table, features of width `dim` (`patches_per_slide` = inclusive range, stored as `dtype`),
+    truth and splits; return its summary.
 
-    Labels, genomics and splits are drawn before the features, so they do not depend on `dim`."""
+    Labels, genomics and splits are drawn before the features, so they do not depend on `dim` or the bag sizes."""
     spec = SPECS[cohort]
     rng = np.random.default_rng([seed, COHORTS.index(cohort)])
     n = n_patients(cohort, scale, min_test_events)
@@ -181,11 +184,11 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
         n_patch_total = 0
         for k in range(n_slides[i]):
             slide = f"{case}-01Z-00-DX{k + 1}.{rng.integers(0, 2**63):016X}{rng.integers(0, 2**63):016X}.svs"
-            n_patch = int(rng.integers(16, 97))
+            n_patch = int(rng.integers(patches_per_slide[0], patches_per_slide[1] + 1))
             feats = _bag(rng, z[i].astype(np.float32), prototypes, tumour, loadings, n_patch)
             coords = (np.stack([np.arange(n_patch) % 32, np.arange(n_patch) // 32], 1) * 256).astype(np.int32)
             with h5py.File(feat_dir / f"{slide_stem(slide)}.h5", "w", track_order=False) as f:
-                f.create_dataset("features", data=feats, track_times=False)
+                f.create_dataset("features", data=feats.astype(dtype, copy=False), track_times=False)
                 f.create_dataset("coords", data=coords, track_times=False)
             n_patch_total += n_patch
             rows.append({"case_id": case, "slide_id": slide, "site": f"S{COHORTS.index(cohort) + 1}",
@@ -211,12 +214,14 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
 
 
 def params(seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, min_test_events: int = MIN_TEST_EVENTS,
-           dim: int = FEATURE_DIM) -> dict:
-    """What synth.json records besides the cohorts: everything that decides the files (the width only when it is
-    not the default 1024, so a default root keeps its bytes)."""
+           dim: int = FEATURE_DIM, patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32") -> dict:
+    """What synth.json records besides the cohorts: everything that decides the files (width, bag sizes and dtype
+    only when they are not the defaults, so a default root keeps its bytes)."""
     return {"generator": "bench.data.synth", "version": GENERATOR_VERSION, "seed": seed, "scale": scale,
             "min_test_events": min_test_events, "censoring_share": CENSORING_SHARE,
-            **({"dim": dim} if dim != FEATURE_DIM else {})}
+            **({"dim": dim} if dim != FEATURE_DIM else {}),
+            **({"patches_per_slide": list(patches_per_slide)} if tuple(patches_per_slide) != PATCHES_PER_SLIDE else {}),
+            **({"dtype": dtype} if dtype != "float32" else {})}
 
 
 def is_default(recorded: dict) -> bool:
@@ -244,18 +249,19 @@ def ensure_synthetic(root: Path, rewrite_stale: bool = False, log=print) -> None
 
 
 def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
-               min_test_events: int = MIN_TEST_EVENTS, log=print, dim: int = FEATURE_DIM) -> list[dict]:
+               min_test_events: int = MIN_TEST_EVENTS, log=print, dim: int = FEATURE_DIM,
+               patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32") -> list[dict]:
     """Write the synthetic data root: signatures, then each cohort; records the parameters used."""
     root = DataRoot(Path(out))
     root.root.mkdir(parents=True, exist_ok=True)
     _signatures().to_csv(root.signatures, index=False, lineterminator="\n")
     summaries = []
     for cohort in cohorts:
-        s = synth_cohort(root, cohort, seed, scale, min_test_events, dim)
+        s = synth_cohort(root, cohort, seed, scale, min_test_events, dim, patches_per_slide, dtype)
         log(f"  synth {study(cohort):12s} {s['patients']:4d} patients  {s['slides']:4d} slides  {s['patches']:6d} patches  "
             f"censoring {s['censoring']:.3f} (target {synthetic_censoring(cohort):.3f}, real {SPECS[cohort].censoring:.3f})  "
             f"deaths per test fold {min(s['test_events'])}-{max(s['test_events'])}  oracle C {s['oracle_c_index']:.3f}")
         summaries.append(s)
-    recorded = {**params(seed, scale, min_test_events, dim), "cohorts": list(cohorts)}
+    recorded = {**params(seed, scale, min_test_events, dim, patches_per_slide, dtype), "cohorts": list(cohorts)}
     (root.root / "synth.json").write_text(json.dumps(recorded, indent=1) + "\n")
     return summaries

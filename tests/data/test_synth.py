@@ -163,3 +163,37 @@ def test_the_default_root_is_rewritten_only_when_an_older_generator_wrote_it(tmp
     assert calls == [tmp_path] and not (tmp_path / "features").exists() and not (tmp_path / "splits").exists()
     synth.ensure_synthetic(tmp_path / "new", log=lambda _: None)
     assert calls == [tmp_path, tmp_path / "new"]
+
+
+def test_patches_per_slide_and_float16_change_only_the_bags(tmp_path):
+    """Labels, genomics and splits are drawn before the bags (slide names and covariates after them); bags of 40-50
+    patches stored as float16, recorded in synth.json."""
+    import json
+
+    import h5py
+
+    synthesize(tmp_path / "a", ["ucec"], log=lambda _: None)
+    synthesize(tmp_path / "b", ["ucec"], patches_per_slide=(40, 50), dtype="float16", log=lambda _: None)
+    a, b = digests(tmp_path / "a"), digests(tmp_path / "b")
+    same = [k for k in a if k.startswith(("splits/", "truth/", "signatures"))]
+    assert len(same) == 7 and all(a[k] == b[k] for k in same)
+    ca, cb = (open_cohort(DataRoot(tmp_path / x), "ucec") for x in "ab")
+    assert ca.patients[["time", "event"]].equals(cb.patients[["time", "event"]]) and ca.omics.equals(cb.omics)
+    files = list((tmp_path / "b/features/tcga_ucec/h5_files").glob("*.h5"))
+    assert files and sorted(files) == sorted(tmp_path / "b" / k for k in b if k.startswith("features/"))
+    for path in files:
+        with h5py.File(path, "r") as f:
+            assert f["features"].dtype == "float16" and 40 <= f["features"].shape[0] <= 50
+    recorded = json.loads((tmp_path / "b/synth.json").read_text())
+    assert recorded["patches_per_slide"] == [40, 50] and recorded["dtype"] == "float16"
+    assert "patches_per_slide" not in json.loads((tmp_path / "a/synth.json").read_text())
+
+
+@pytest.mark.parametrize("flag", ["5-3", "0-4", "16", "a-b"])
+def test_cli_refuses_a_bad_patch_range(tmp_path, flag, capsys):
+    from bench.data.__main__ import main
+
+    assert main(["synth", "--out", str(tmp_path), "--cohorts", "ucec", "--patches-per-slide", flag]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "--patches-per-slide" in err and "Traceback" not in err
+    assert not (tmp_path / "features").exists()
