@@ -285,13 +285,19 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
     return results
 
 
+def _summary(cls) -> str:
+    """First line of the model's docstring, else of its module's (most models document the module)."""
+    doc = cls.__doc__ or sys.modules[cls.__module__].__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
 def _main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_models:
         for name in list_models():
             cls = get_model_class(name)
             print(f"{name:10s} train: {'+'.join(sorted(cls.train_modalities)):9s} inference: "
-                  f"{'+'.join(sorted(cls.infer_modalities)):9s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+                  f"{'+'.join(sorted(cls.infer_modalities)):9s} {_summary(cls)}")
         return 0
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings, jobs, experiment, uri = settings_from_args(args)

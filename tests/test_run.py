@@ -394,3 +394,11 @@ def test_suite_version_names_the_result_code_not_the_commit():
         pytest.skip("not a git checkout: the suite version is the package version alone")
     expected = "0.1.0+code." + hashlib.sha256(" ".join(trees).encode()).hexdigest()[:12]
     assert suite_version().split(".dirty.")[0] == expected
+
+
+def test_list_models_prints_one_line_per_registered_model(capsys):
+    """Most models document their module, not their class: the summary falls back to the module's first line."""
+    assert main(["--list-models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list_models()
+    assert all(len(line.split("inference:")[1].split(maxsplit=1)) == 2 for line in lines)  # modalities + a summary
