@@ -96,3 +96,45 @@ def test_transmil_paths_prints_both_paths_and_their_difference():
     assert row[:3] == ["5", "10", "short"]
     assert float(row[3]) > 0 and float(row[4]) > 0 and row[5].endswith("x")
     assert float(row[6]) < 1e-5
+
+
+def test_io_reads_a_tiny_float16_root_cold_and_warm_and_its_cache_keeps_every_bag(tmp_path, capsys):
+    """Row per pass; the cached process's warm pass finds every bag in its cache, the uncached one none."""
+    from bench.data.synth import synthesize
+
+    synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, patches_per_slide=(20, 30), dtype="float16",
+               log=lambda _: None)
+    assert perf.run(["io", "--data-root", str(tmp_path), "--cohort", "ucec", "--cache-gb", "0.01"]) == 0
+    out = capsys.readouterr().out
+    rows = {line[:38].strip(): line[38:].split() for line in out.splitlines()[2:8]}
+    assert list(rows) == ["disk: raw files, sequential, cold", "h5py features datasets, cold", "bags, no cache, cold",
+                          "bags, no cache, warm (shuffled)", "bags, cache 0.01 GB, cold", "bags, cache 0.01 GB, warm (shuffled)"]
+    assert rows["disk: raw files, sequential, cold"][3] == "100%"
+    assert rows["bags, no cache, warm (shuffled)"][4] == "0/20" and rows["bags, cache 0.01 GB, cold"][4] == "0/20"
+    assert rows["bags, cache 0.01 GB, warm (shuffled)"][4] == "20/20"
+    assert all(float(r[2]) > 0 for r in rows.values())  # bags/s
+    assert re.search(r"20 bags in \d+ h5 files, [0-9.]+ GB of float16 \[N, 1024\]", out)
+    assert "POSIX_FADV_DONTNEED" in out
+
+
+def test_sequential_read_counts_every_byte_after_the_page_cache_drop(tmp_path):
+    paths = [tmp_path / "a", tmp_path / "b"]
+    paths[0].write_bytes(b"x" * 1000)
+    paths[1].write_bytes(b"y" * 3)
+    perf.drop_page_cache(paths)
+    secs, nbytes = perf.sequential_read(paths, block=64)
+    assert nbytes == 1003 and secs > 0
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["io", "--data-root", "ROOT", "--cohort", "blca,ucec"], "one cohort"),
+    (["io", "--data-root", "ROOT", "--cohort", "ucec", "--cache-gb", "-1"], "negative"),
+    (["io", "--data-root", "ROOT", "--cohort", "ucec", "--cache-gb", "0.0000001"], "holds no bag"),
+])
+def test_bad_io_arguments_exit_2_with_one_paragraph(argv, phrase, tmp_path, capsys):
+    from bench.data.synth import synthesize
+
+    synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, log=lambda _: None)
+    assert perf.run([str(tmp_path) if a == "ROOT" else a for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and phrase in err and "Traceback" not in err
