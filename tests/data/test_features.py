@@ -178,3 +178,31 @@ def test_bags_are_read_on_access_and_sized_from_headers(bags):
     assert len(store.cache) == 1
     store.release()
     assert len(store.cache) == 0
+
+
+@pytest.mark.parametrize("hold", ["float32", "float16"])
+def test_mixed_stored_dtypes_read_into_one_bag_as_a_concatenation_would(tmp_path, rng, hold):
+    """float32 h5, float16 h5, an empty slide and a bfloat16 pt, read in place, equal concatenating each file
+    cast on its own; holding float16 rounds as numpy's astype does."""
+    parts = [rng.standard_normal((5, 8)).astype(np.float32), rng.standard_normal((3, 8)).astype(np.float16),
+             np.zeros((0, 8), np.float32)]
+    write_h5(tmp_path, "a", parts[0])
+    write_h5(tmp_path, "b", parts[1])
+    write_h5(tmp_path, "c", parts[2])
+    pt = torch.randn(4, 8).bfloat16()
+    write_pt(tmp_path, "d", pt)
+    expected = np.concatenate([p.astype(np.float32) for p in parts] + [pt.float().numpy()])
+    if hold == "float16":
+        expected = expected.astype(np.float16).astype(np.float32)
+    got = FeatureStore(tmp_path, dtype=hold).bag("P1", ["a.svs", "b.svs", "c.svs", "d.svs"])
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_nan_in_a_later_slide_names_that_file(tmp_path, rng):
+    write_h5(tmp_path, "a", rng.standard_normal((4, 8)).astype(np.float32))
+    bad = rng.standard_normal((3, 8)).astype(np.float16)
+    bad[1, 2] = np.nan
+    write_h5(tmp_path, "b", bad)
+    with pytest.raises(BenchError, match=r"b\.h5 \(slide b\.svs, patient P1\) contains NaN"):
+        FeatureStore(tmp_path).bag("P1", ["a.svs", "b.svs"])
