@@ -3,8 +3,9 @@
 Both are cheap to compute (file names and sizes from `stat`, one feature file's shape, a `git diff`),
 so every job checks them, and a changed input reruns the job instead of reusing a stale run.
 
-The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`) by
-content: `<version>+code.<hash of their git tree ids>`. A commit that changes only docs, tests or
+The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`, less the
+report, the benchmarks and bench.predict, which only read finished runs) by content:
+`<version>+code.<hash of their committed file ids>`. A commit that changes only docs, tests, the report or
 `results/` keeps it, so it never reruns a finished sweep; the commit itself is the `git_commit` tag.
 Dirty-tree rule: uncommitted changes to that code add `.dirty.<hash of the diff>`. Such runs are reused
 only by a rerun from the very same uncommitted code (so an interrupted sweep still resumes); any further
@@ -27,6 +28,9 @@ from bench.data import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_CODE = ("bench", "models", "pyproject.toml")  # what computes results; tests and docs do not
+# ... less what only reads finished runs or runs outside a sweep: the report, the benchmarks, bench.predict
+NOT_RESULT_CODE = ("bench/report", "bench/perf.py", "bench/predict.py")
+_PATHSPEC = (*RESULT_CODE, *(f":(exclude){p}" for p in NOT_RESULT_CODE))
 
 
 def features_fingerprint(store: FeatureStore, slides: Iterable[str]) -> dict[str, str]:
@@ -55,7 +59,7 @@ def _width(path: Path) -> int:
 
 @functools.lru_cache(maxsize=1)
 def suite_version() -> str:
-    """Package version plus the result code's git tree hash, marked `.dirty.<diff hash>` when it is uncommitted.
+    """Package version plus a hash of the result code's committed files, `.dirty.<diff hash>` when it is uncommitted.
 
     Computed once per process (the code it imported); the driver's value travels in `SweepSettings`, so
     worker processes and Ray retries record the sweep's version even if the checkout changes meanwhile.
@@ -64,12 +68,13 @@ def suite_version() -> str:
         base = version("ghanet-bench")
     except PackageNotFoundError:
         base = "unknown"
-    trees = _git("rev-parse", *(f"HEAD:{path}" for path in RESULT_CODE)).split()
-    if len(trees) != len(RESULT_CODE):  # not a git checkout (an installed package): the version alone
+    listing = _git("ls-tree", "-r", "HEAD", "--", *RESULT_CODE)  # "<mode> blob <id>\t<path>" per committed file
+    files = "".join(line for line in listing.splitlines(keepends=True) if not _excluded(line.split("\t", 1)[1]))
+    if not files:  # not a git checkout (an installed package): the version alone
         return base
-    code = f"{base}+code.{hashlib.sha256(' '.join(trees).encode()).hexdigest()[:12]}"
-    diff = _git("diff", "HEAD", "--", *RESULT_CODE)
-    untracked = _git("ls-files", "--others", "--exclude-standard", "--", *RESULT_CODE).split()
+    code = f"{base}+code.{hashlib.sha256(files.encode()).hexdigest()[:12]}"
+    diff = _git("diff", "HEAD", "--", *_PATHSPEC)
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", *_PATHSPEC).split()
     if not diff and not untracked:
         return code
     digest = hashlib.sha256(diff.encode())
@@ -77,6 +82,10 @@ def suite_version() -> str:
         path = REPO / name
         digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
     return f"{code}.dirty.{digest.hexdigest()[:12]}"
+
+
+def _excluded(path: str) -> bool:
+    return any(path.strip() == p or path.startswith(p + "/") for p in NOT_RESULT_CODE)
 
 
 def git_commit() -> str:

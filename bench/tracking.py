@@ -38,6 +38,9 @@ PREDICTIONS_ARTIFACT = "predictions.csv"
 SETTING_TAGS = ("protocol", "data", "profile", "epochs", "grad_accum", "inner_val_fraction", "trials",
                 "table_variant", "data_root", "features_dir", "features_width", "features_files", "features_hash",
                 "precision", "device", "suite_version", "feature_precision")
+# Of those, the ones that describe one cohort's inputs: a table's cohorts differ in them by nature (their own
+# feature files; `sig` here, `mutsig` there), so the report asks them to agree within each cohort only.
+COHORT_TAGS = ("table_variant", "features_dir", "features_files", "features_hash")
 JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
 

@@ -229,6 +229,19 @@ def test_report_refuses_runs_that_differ_in_a_setting_unless_allowed(tmp_path, c
     assert store.mixed_settings(pd.DataFrame({"run_id": ["x", "y"], "precision": ["fp32", "fp32"]})) == []
 
 
+def test_cohorts_differ_in_their_own_features_and_table_variant_without_a_mix():
+    """Each cohort reads its own feature files (and may read `sig` where another reads `mutsig`): compared within
+    a cohort only. Two feature sets inside one cohort are a mix."""
+    runs = pd.DataFrame({"run_id": ["a", "b", "c", "d"], "cohort": ["blca", "blca", "ucec", "ucec"],
+                         "features_hash": ["h1", "h1", "h2", "h2"], "table_variant": ["sig", "sig", "mutsig", "mutsig"],
+                         "precision": ["fp32"] * 4})
+    assert store.mixed_settings(runs) == []
+    runs.loc[3, "features_hash"] = "h3"
+    assert store.mixed_settings(runs) == ["features_hash (ucec): h2 (1 run, e.g. c), h3 (1 run, e.g. d)"]
+    runs.loc[3, "precision"] = "bf16"
+    assert "precision: bf16 (1 run, e.g. d), fp32 (3 runs, e.g. a, b, c)" in store.mixed_settings(runs)
+
+
 def test_published_constant_matches_the_released_files(shared_data):
     source = shared_data / "reference_results" / "mcat_iccv2021"
     folders = {"MCAT": "MCATsm_nll_surv_a0.0_5foldcv_gc32_concat", "AMIL": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig",

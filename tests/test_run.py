@@ -382,23 +382,18 @@ def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory,
 
 
 def test_suite_version_names_the_result_code_not_the_commit():
-    """A commit of docs or tests keeps the version (no rerun); the code's git trees decide it."""
+    """A commit of docs, tests or the report keeps the version (no rerun); the sweep's code files decide it."""
     import hashlib
     import subprocess
 
-    from bench.provenance import REPO, RESULT_CODE, suite_version
+    from bench.provenance import REPO, suite_version
 
-    trees = subprocess.run(["git", "rev-parse", *(f"HEAD:{p}" for p in RESULT_CODE)], capture_output=True, text=True,
-                           cwd=REPO).stdout.split()
-    if len(trees) != len(RESULT_CODE):
+    files = subprocess.run(["git", "ls-tree", "-r", "HEAD", "--", "bench", "models", "pyproject.toml"],
+                           capture_output=True, text=True, cwd=REPO).stdout
+    if not files:
         pytest.skip("not a git checkout: the suite version is the package version alone")
-    expected = "0.1.0+code." + hashlib.sha256(" ".join(trees).encode()).hexdigest()[:12]
+    kept = [line for line in files.splitlines(keepends=True)
+            if not line.split("\t")[1].startswith(("bench/report/", "bench/perf.py", "bench/predict.py"))]
+    assert len(kept) < len(files.splitlines()) and any("\tbench/train.py" in line for line in kept)
+    expected = "0.1.0+code." + hashlib.sha256("".join(kept).encode()).hexdigest()[:12]
     assert suite_version().split(".dirty.")[0] == expected
-
-
-def test_list_models_prints_one_line_per_registered_model(capsys):
-    """Most models document their module, not their class: the summary falls back to the module's first line."""
-    assert main(["--list-models"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == list_models()
-    assert all(len(line.split("inference:")[1].split(maxsplit=1)) == 2 for line in lines)  # modalities + a summary

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS, check_store
+from bench.tracking import COHORT_TAGS, PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS, check_store
 
 FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
 REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
@@ -121,10 +121,16 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
 
 
 def mixed_settings(runs: pd.DataFrame, examples: int = 3) -> list[str]:
-    """Each setting on which the runs differ, as `tag: value (n runs, e.g. ids), ...`; [] when they agree."""
+    """Each setting on which the runs differ, as `tag: value (n runs, e.g. ids), ...`; [] when they agree.
+
+    `COHORT_TAGS` (a cohort's own feature files and table variant) are compared within each cohort only.
+    """
     out = []
-    for tag in (t for t in SETTING_TAGS if t in runs and runs[t].nunique() > 1):
-        parts = [f"{value} ({len(ids)} run{'s' if len(ids) > 1 else ''}, e.g. {', '.join(ids[:examples])})"
-                 for value, ids in runs.groupby(tag)["run_id"].agg(list).items()]
-        out.append(f"{tag}: {', '.join(parts)}")
+    for tag in (t for t in SETTING_TAGS if t in runs):
+        groups = [(f" ({c})", g) for c, g in runs.groupby("cohort")] if tag in COHORT_TAGS else [("", runs)]
+        for where, group in groups:
+            if group[tag].nunique() > 1:
+                parts = [f"{value} ({len(ids)} run{'s' if len(ids) > 1 else ''}, e.g. {', '.join(ids[:examples])})"
+                         for value, ids in group.groupby(tag)["run_id"].agg(list).items()]
+                out.append(f"{tag}{where}: {', '.join(parts)}")
     return out
