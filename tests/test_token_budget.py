@@ -13,12 +13,7 @@ from bench.train import TrainSettings, _chunks, fit, predict
 SHIFT_INVARIANT = {"attention.attention_c.bias"}  # zero gradient in exact arithmetic (see test_train)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def patients(n: int = 20, seed: int = 0, dim: int = 16) -> PatientSet:

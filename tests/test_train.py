@@ -19,13 +19,7 @@ OMIC_SIZES = (3, 4, 5, 3, 4, 3)
 SHIFT_INVARIANT = {"attention.attention_c.bias"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors this small only lose to intra-op threads (5x slower on a busy 2-core machine, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_set(n: int = 20, seed: int = 0, dim: int = 16, with_truth: bool = True) -> PatientSet:

@@ -26,13 +26,7 @@ from tests.test_run import artifact_csv, runs_of, store_uri, tiny_root
 SNN_BASE = {**get_model_class("snn").paper_defaults, "epochs": 2, "grad_accum": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tensors this small only lose to intra-op threads (5x slower on a busy 2-core machine, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def genomic_set(n: int, seed: int) -> PatientSet:
