@@ -3,8 +3,8 @@
 Both are cheap to compute (file names and sizes from `stat`, one feature file's shape, a `git diff`),
 so every job checks them, and a changed input reruns the job instead of reusing a stale run.
 
-The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`, less the
-report, the benchmarks and bench.predict, which only read finished runs) by content:
+The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`, less
+`NOT_RESULT_CODE`: the report, the benchmarks, bench.predict, the default's driver and this module) by content:
 `<version>+code.<hash of their committed file ids>`. A commit that changes only docs, tests, the report or
 `results/` keeps it, so it never reruns a finished sweep; the commit itself is the `git_commit` tag.
 Dirty-tree rule: uncommitted changes to that code add `.dirty.<hash of the diff>`. Such runs are reused
@@ -28,8 +28,10 @@ from bench.data import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_CODE = ("bench", "models", "pyproject.toml")  # what computes results; tests and docs do not
-# ... less what only reads finished runs or runs outside a sweep: the report, the benchmarks, bench.predict
-NOT_RESULT_CODE = ("bench/report", "bench/perf.py", "bench/predict.py")
+# ... less what computes no result: the report (reads finished runs), the benchmarks, bench.predict, the
+# embedded default's driver (calls the sweep and the report) and this module (names inputs, changes none)
+NOT_RESULT_CODE = ("bench/report", "bench/perf.py", "bench/predict.py", "bench/reproduce.py",
+                   "bench/provenance.py")
 _PATHSPEC = (*RESULT_CODE, *(f":(exclude){p}" for p in NOT_RESULT_CODE))
 
 

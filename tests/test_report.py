@@ -15,7 +15,7 @@ from matplotlib.image import imread
 from scipy import stats as sps
 
 from bench.report import analysis, figures, main, store, tables
-from bench.errors import cli_main
+from bench.errors import BenchError, cli_main
 from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -392,3 +392,14 @@ def test_report_cli_refuses_missing_and_empty_stores(tmp_path, capsys):
     assert cli_main(main)(["--tracking-uri", empty, "--out", str(tmp_path / "r")]) == 2
     assert "has no finished fold runs" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_only_models_keeps_the_asked_models_and_names_what_the_experiment_holds():
+    from bench.report.cli import only_models
+
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "model": ["abmil", "snn", "coxnet"]})
+    preds = pd.DataFrame({"model": ["abmil", "snn", "coxnet", "coxnet"], "risk": [1.0, 2.0, 3.0, 4.0]})
+    kept_runs, kept_preds = only_models(runs, preds, ["abmil", "snn", "ghanet"])
+    assert kept_runs["run_id"].tolist() == ["a", "b"] and kept_preds["risk"].tolist() == [1.0, 2.0]
+    with pytest.raises(BenchError, match="holds abmil, coxnet, snn"):
+        only_models(runs, preds, ["mcat"])

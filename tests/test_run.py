@@ -386,14 +386,15 @@ def test_suite_version_names_the_result_code_not_the_commit():
     import hashlib
     import subprocess
 
-    from bench.provenance import REPO, suite_version
+    from bench.provenance import NOT_RESULT_CODE, REPO, suite_version
 
     files = subprocess.run(["git", "ls-tree", "-r", "HEAD", "--", "bench", "models", "pyproject.toml"],
                            capture_output=True, text=True, cwd=REPO).stdout
     if not files:
         pytest.skip("not a git checkout: the suite version is the package version alone")
     kept = [line for line in files.splitlines(keepends=True)
-            if not line.split("\t")[1].startswith(("bench/report/", "bench/perf.py", "bench/predict.py"))]
+            if not any(line.split("\t")[1].rstrip("\n") == p or line.split("\t")[1].startswith(p + "/")
+                       for p in NOT_RESULT_CODE)]
     assert len(kept) < len(files.splitlines()) and any("\tbench/train.py" in line for line in kept)
     expected = "0.1.0+code." + hashlib.sha256("".join(kept).encode()).hexdigest()[:12]
     assert suite_version().split(".dirty.")[0] == expected

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.report.analysis import analyse, cindex_table, experiment_facts
 from bench.report.figures import write_figures
 from bench.report.store import read_store
 from bench.report.tables import write_calibration_table, write_csvs, write_table
+from bench.run import parse_models
 from bench.tracking import DEFAULT_TRACKING_URI, RUN_KIND
 
 
@@ -53,6 +55,15 @@ def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path) -> list[Path]:
             + write_figures(res, out))
 
 
+def only_models(runs: pd.DataFrame, preds: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and predictions of these models (one experiment may hold the default five and the extended ones)."""
+    keep = runs["model"].isin(models)
+    if not keep.any():
+        raise BenchError(f"no finished fold runs of {', '.join(models)} in this experiment; it holds "
+                         f"{', '.join(sorted(runs['model'].unique()))}. Pick some of those with --models.")
+    return runs[keep].reset_index(drop=True), preds[preds["model"].isin(models)].reset_index(drop=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: %(default)s)")
@@ -61,11 +72,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results", type=Path, help="output folder (default: %(default)s/)")
     parser.add_argument("--allow-mixed", action="store_true",
                         help="build a table from runs that differ in a recorded setting (listed in its caption)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated model names or default|extended|all (default: every model with runs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed)
+    if args.models is not None:
+        runs, preds = only_models(runs, preds, parse_models(args.models))
     files = build(runs, preds, args.out)
     run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
     print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}")
