@@ -119,7 +119,8 @@ def test_undefined_comparisons_count_in_holm_and_the_caption_says_how_many():
     p = pw.loc["luad", "t_corrected_p"]
     assert 0 < p < 0.5 and pw.loc["luad", "holm_p"] == pytest.approx(2 * p)  # m = 2, the undefined one included
     caption = analysis.cindex_table(res).caption
-    assert "all 2 pairwise comparisons in pairwise_tests.csv; 1 of them undefined" in caption
+    assert "all 2 pairwise comparisons in pairwise_tests.csv (which also" in caption
+    assert "descriptive only); 1 of them undefined (no p, see t_undefined), still counted in Holm's m." in caption
 
 
 def test_calibration_means_go_to_the_summary_and_their_own_table(tmp_path):

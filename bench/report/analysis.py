@@ -243,9 +243,9 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
             f"{tuning}; profile: {facts['profile']}. "
             f"Bold: best mean per cohort. †: worse than that cohort's best at p < {alpha} by the Nadeau-Bengio "
             f"corrected paired t-test over folds (each model's C averaged over seeds within a fold, so "
-            f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons in pairwise_tests.csv"
-            f"{undefined} (which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
-            f"signed-rank test on the fold differences, descriptive only). "
+            f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons in pairwise_tests.csv "
+            f"(which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
+            f"signed-rank test on the fold differences, descriptive only){undefined}. "
             f"Mean rank: 1 = best, over cohorts; "
             + (f"Friedman p {fmt_p(fri_p)}." if not fri_reason else f"no Friedman test ({fri_reason})."))
     text += " " + _events_text(res.scores)
