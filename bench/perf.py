@@ -492,8 +492,9 @@ def io_table(source: IoSource, caches: Sequence[int], cache_dtype: str = "float3
     lines = [header, "-" * len(header)]
 
     def row(name, secs, hits="", rss=""):
-        lines.append(f"{name:<38}{secs:>8.3f}{nbytes / secs / 1e9:>8.3f}{n_bags / secs:>9.1f}"
-                     f"{100 * t_disk / secs:>7.0f}%{hits:>12}{rss:>13}")
+        # a space before every figure: a tiny warm pass can outgrow a column (bags/s in the 100,000s)
+        lines.append(f"{name:<38}{secs:>7.3f} {nbytes / secs / 1e9:>7.3f} {n_bags / secs:>8.1f} "
+                     f"{100 * t_disk / secs:>6.0f}% {hits:>11} {rss:>12}")
 
     row("disk: raw files, sequential, cold", t_disk)
     row("h5py features datasets, cold", t_h5)
