@@ -52,16 +52,19 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def write_table(table: CIndexTable, out: Path) -> list[Path]:
-    """cindex_table.csv, .md and .tex; fixed formatting so a rerun is byte-identical."""
-    csv_path, md_path, tex_path = out / "cindex_table.csv", out / "cindex_table.md", out / "cindex_table.tex"
-    plain = table_rows(table, "csv")
+def _write_csv_md(plain: list[list[str]], md: list[list[str]], caption: str, csv_path: Path, md_path: Path) -> None:
+    """A table's rows (header first) as CSV, and as Markdown under its caption (first column left-aligned)."""
     pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
-    md = table_rows(table, "md")
-    lines = [f"**Table.** {table.caption}", "", "| " + " | ".join(md[0]) + " |",
+    lines = [f"**Table.** {caption}", "", "| " + " | ".join(md[0]) + " |",
              "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
     md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_table(table: CIndexTable, out: Path) -> list[Path]:
+    """cindex_table.csv, .md and .tex; fixed formatting so a rerun is byte-identical."""
+    csv_path, md_path, tex_path = out / "cindex_table.csv", out / "cindex_table.md", out / "cindex_table.tex"
+    _write_csv_md(table_rows(table, "csv"), table_rows(table, "md"), table.caption, csv_path, md_path)
     tex = table_rows(table, "latex")
     n_cohorts = len(table.cohorts)
     body = [" & ".join(c if 0 < i <= n_cohorts else _latex_escape(c) for i, c in enumerate(r)) + " \\\\"
@@ -109,13 +112,7 @@ def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
 def write_calibration_table(res: Results, out: Path) -> list[Path]:
     """calibration_table.csv and .md, beside cindex_table.*; fixed formatting so a rerun is byte-identical."""
     csv_path, md_path = out / "calibration_table.csv", out / "calibration_table.md"
-    plain = calibration_rows(res, "csv")
-    pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
-    md = calibration_rows(res, "md")
-    lines = [f"**Table.** {calibration_caption(res)}", "", "| " + " | ".join(md[0]) + " |",
-             "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _write_csv_md(calibration_rows(res, "csv"), calibration_rows(res, "md"), calibration_caption(res), csv_path, md_path)
     return [csv_path, md_path]
 
 
