@@ -33,7 +33,7 @@ def test_new_models_tune_train_and_score_through_bench_run(tmp_path_factory, tmp
     for name, run in runs.items():
         assert run.info.status == "FINISHED", name
         assert 0.0 <= run.data.metrics["c_index"] <= 1.0 and "ibs" in run.data.metrics, name
-    assert {"alpha", "l1_ratio"} <= set(runs["coxnet"].data.params)
+    assert {"alpha_ratio", "l1_ratio"} <= set(runs["coxnet"].data.params)
     pred = artifact_csv(client, runs["coxnet"], "predictions.csv", tmp_path)
     surv = pred[[f"S_{k}" for k in range(1, 5)]].to_numpy()
     assert ((surv >= 0) & (surv <= 1)).all() and (np.diff(surv, axis=1) <= 1e-12).all()

@@ -38,8 +38,8 @@ def test_the_default_five_and_the_extended_rest_partition_the_registry():
 def test_an_estimator_search_space_gives_only_its_own_keys():
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
     params = get_model_class("coxnet").search_space(trial)
-    assert set(params) == {"alpha", "l1_ratio"} and not set(params) & OPTIM_KEYS
-    assert create_model("coxnet", **params).alpha == params["alpha"]
+    assert set(params) == {"alpha_ratio", "l1_ratio"} and not set(params) & OPTIM_KEYS
+    assert create_model("coxnet", **params).alpha_ratio == params["alpha_ratio"]
 
 
 def test_unknown_name_is_refused_with_the_registered_names():
