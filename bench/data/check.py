@@ -73,9 +73,11 @@ def check_cohort(root: DataRoot, name: str, variant: str | None = None, features
             q = np.percentile(list(rep.bag_sizes.values()), [0, 25, 50, 75, 100]).astype(int)
             n_patch = sum(rep.bag_sizes.values())
             rep.feature_dim = store.dim
+            stored = sum(store.stored_bytes[s] for case in rep.bag_sizes for s in p.at[case, "slides"])
             rep.lines.append(f"  bags: {len(rep.bag_sizes)}/{len(p)} patients have features of width {store.dim}; "
                              f"patches per bag min/q25/median/q75/max {'/'.join(map(str, q))}; {n_patch} patches = "
-                             f"{n_patch * store.dim * 4 / 2**20:.1f} MiB of float32 read per epoch without cache")
+                             f"{stored / 2**20:.1f} MiB on disk, read per epoch without cache "
+                             f"({n_patch * store.dim * 4 / 2**20:.1f} MiB once read as float32)")
         per_fold = [sum(c in rep.bag_sizes for c in s.val) for s in folds.values()]
         rep.lines.append(f"  val patients with features per fold: {per_fold}")
         if rep.missing_patients:

@@ -112,6 +112,7 @@ class FeatureStore:
         self.cache = cache
         self.dtype = np.dtype(dtype)
         self.sizes: dict[str, int] = {}  # patches per patient, from the file headers (`index`)
+        self.stored_bytes: dict[str, int] = {}  # bytes of features on disk per slide, in the file's own dtype
 
     def slide_path(self, slide_id: str) -> Path | None:
         """The slide's feature file (h5 preferred), or None when neither exists."""
@@ -169,6 +170,7 @@ class FeatureStore:
             raise BenchError(f"feature file {path} (slide {slide_id}, patient {case_id}) cannot be read: {err}. "
                              "It is probably truncated or corrupt; re-extract it with CLAM.") from None
         self._check(path, shape, dtype, slide_id, case_id)
+        self.stored_bytes[slide_id] = int(shape[0]) * int(shape[1]) * dtype.itemsize
         return int(shape[0])
 
     def index(self, patients: Mapping[str, Sequence[str]]) -> dict[str, int]:

@@ -7,6 +7,7 @@ any traceback would fail the test instead). `tests/data/test_synth.py` runs `pyt
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -84,6 +85,19 @@ def test_clean_root_passes_and_is_summarised(root, capsys):
     assert "genomic groups (TSG, Onc, PK, CDM, TF, CGF): 94, 334, 521, 468, 1496, 479" in out
     assert "val sets disjoint and cover 20 patients" in out and "generated (seed 0, scale 0.05), not pinned" in out
     assert "bags: 20/20 patients have features" in out and "WITHOUT features" not in out
+
+
+def test_io_per_epoch_is_counted_in_the_files_own_dtype(tmp_path, capsys):
+    """float16 files put half the bytes on disk that they take once read as float32; check says both."""
+    sizes = {}
+    for dtype in ("float32", "float16"):
+        synthesize(tmp_path / dtype, ["ucec"], scale=0.001, min_test_events=0, dtype=dtype, log=lambda _: None)
+        code, out, err = check(DataRoot(tmp_path / dtype), capsys, cohort="ucec")
+        assert code == 0, err
+        disk, read = re.search(r"= ([0-9.]+) MiB on disk, read per epoch without cache \(([0-9.]+) MiB once read", out).groups()
+        sizes[dtype] = float(disk), float(read)
+    assert sizes["float32"][0] == sizes["float32"][1] == sizes["float16"][1]
+    assert sizes["float16"][0] == pytest.approx(sizes["float32"][0] / 2, abs=0.1)
 
 
 @pytest.mark.parametrize("column", ["case_id", "slide_id", "survival_months", "censorship"])
