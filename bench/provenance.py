@@ -21,9 +21,6 @@ from collections.abc import Iterable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import h5py
-import torch
-
 from bench.data import FeatureStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,24 +36,15 @@ def features_fingerprint(store: FeatureStore, slides: Iterable[str]) -> dict[str
     """Folder, feature width and a hash of the names and sizes of the files these slides read.
 
     Sizes, not contents: re-extracted features almost always change a file's size, and reading
-    hundreds of GB to hash them would cost more than the sweep. The width is read from the first
-    file's header (h5) or a memory-mapped load (pt); a cohort without files records the store's dim.
+    hundreds of GB to hash them would cost more than the sweep. The width is the store's, which
+    `FeatureStore.index` took from the headers and checked on every file before this is called.
     """
     paths = sorted({p for p in (store.slide_path(s) for s in slides) if p is not None})
     digest = hashlib.sha256()
     for p in paths:
         digest.update(f"{p.relative_to(store.folder).as_posix()}\t{p.stat().st_size}\n".encode())
-    return {"features_dir": str(store.folder.resolve()), "features_width": str(_width(paths[0]) if paths else store.dim),
+    return {"features_dir": str(store.folder.resolve()), "features_width": str(store.dim),
             "features_files": str(len(paths)), "features_hash": digest.hexdigest()[:16]}
-
-
-def _width(path: Path) -> int:
-    if path.suffix == ".h5":
-        with h5py.File(path, "r") as f:
-            shape = f["features"].shape
-    else:
-        shape = torch.load(path, map_location="cpu", weights_only=True, mmap=True).shape
-    return int(shape[-1])
 
 
 @functools.lru_cache(maxsize=1)
