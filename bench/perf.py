@@ -219,6 +219,7 @@ def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[in
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # as each worker of the process pool
     measured: dict[str, list[tuple[float, int]]] = {m: [] for m in models}
+    width = max(len(m) for m in models) + 2
     with tempfile.TemporaryDirectory(prefix="bench-perf-sweep-") as tmp:
         settings = replace(settings, optuna_dir=Path(tmp))
         for cohort in cohorts:
@@ -231,16 +232,17 @@ def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[in
                                          f"{outcome.error.strip().splitlines()[-1]}")
                     n = len(cd.cohort.patients)
                     measured[model].append((outcome.seconds, n))
-                    out(f"  {model:<9}{cohort:<8}fold {fold}  {n:4d} patients  {outcome.seconds:7.1f} job-s")
+                    out(f"  {model:<{width}}{cohort:<8}fold {fold}  {n:4d} patients  {outcome.seconds:7.1f} job-s")
     torch.set_num_threads(threads)
     return measured
 
 
 def format_projection(p: Projection, patients: dict[str, int], workers: int, folds: int = 5) -> str:
-    lines = [f"{'model':<10}{'s/patient':>10}{'full default job-s':>20}{'share':>7}"]
+    width = max(len(m) for m in [*p.job_seconds, "model"]) + 2
+    lines = [f"{'model':<{width}}{'s/patient':>10}{'full default job-s':>20}{'share':>7}"]
     total = sum(p.job_seconds.values())
     for m, t in sorted(p.job_seconds.items(), key=lambda kv: -kv[1]):
-        lines.append(f"{m:<10}{p.seconds_per_patient[m]:>10.3f}{t:>20,.0f}{100 * t / total:>6.0f}%")
+        lines.append(f"{m:<{width}}{p.seconds_per_patient[m]:>10.3f}{t:>20,.0f}{100 * t / total:>6.0f}%")
     n_jobs = len(p.job_seconds) * len(patients) * folds
     lines.append(f"projected full default ({len(p.job_seconds)} models x {len(patients)} cohorts x {folds} folds = {n_jobs} "
                  f"jobs; {sum(patients.values())} patients in the {len(patients)} cohorts): {total:,.0f} job-s, wall "
