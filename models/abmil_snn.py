@@ -28,6 +28,7 @@ from .registry import DEFAULT_OMIC_SIZES, register_model
 @register_model
 class ABMILSNN(SurvivalModel):
     name = "abmil_snn"
+    relative_job_cost = 1.0  # bench.perf sweep, blca fold 0: job-seconds / abmil's (4.7 s in the same run)
     train_modalities = frozenset({WSI, OMICS})
     infer_modalities = frozenset({WSI, OMICS})
     batchable = True
