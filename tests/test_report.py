@@ -404,3 +404,10 @@ def test_only_models_keeps_the_asked_models_and_names_what_the_experiment_holds(
     assert kept_runs["run_id"].tolist() == ["a", "b"] and kept_preds["risk"].tolist() == [1.0, 2.0]
     with pytest.raises(BenchError, match="holds abmil, coxnet, snn"):
         only_models(runs, preds, ["mcat"])
+
+
+def test_every_registered_model_has_a_display_name():
+    """A table row reads "MOTCat", never the registry key "motcat": a new model must name itself here."""
+    from bench.report.analysis import DISPLAY
+    from models import list_models
+    assert set(list_models()) <= set(DISPLAY)

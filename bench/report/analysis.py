@@ -22,7 +22,7 @@ BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
 
 DISPLAY = {"ghanet": "G-HANet", "abmil": "ABMIL", "transmil": "TransMIL", "snn": "SNN", "mcat": "MCAT",
-           "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet"}
+           "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet", "motcat": "MOTCat", "cmta": "CMTA"}
 ORACLE = "oracle (true risk)"
 PUBLISHED_LABEL = "published (MCAT release)"
 # MCAT's released mean and population std of the 5-fold val C-index, cohorts BLCA/BRCA/GBMLGG/LUAD/UCEC.
