@@ -1,8 +1,9 @@
 """Executors run sweep jobs and hand each result back as it finishes.
 
-`InProcessExecutor` runs jobs one after another in this process (all cores for one job).
-`ProcessPoolExecutor` runs `workers` jobs at once in worker processes with `cores // workers`
-torch threads each: small models scale better over processes than over intra-op threads. In both,
+`InProcessExecutor` runs jobs one after another in this process. `ProcessPoolExecutor` runs `workers`
+jobs at once in worker processes: small models scale better over processes than over intra-op threads.
+Either way a job computes on `SweepSettings.threads_per_job` torch threads (`compute_job` sets them), so
+the executor and its worker count never change a number. In both,
 the driver alone talks to MLflow (opens a fold run before a job starts, logs and closes it after),
 and workers only compute, so an interrupted sweep leaves no run marked finished.
 """
@@ -13,8 +14,6 @@ import concurrent.futures as cf
 import multiprocessing as mp
 import os
 from collections.abc import Callable
-
-import torch
 
 from bench.jobs import CohortData, Job, JobResult, OpenJob, Outcome, SweepSettings, close_job, compute_job, load_cohort_data, open_job
 from bench.tracking import Tracker
@@ -27,14 +26,9 @@ Notice = Callable[[Job, str], None]  # a job reruns although it finished under o
 class InProcessExecutor:
     """One job at a time, in this process; per-epoch progress reaches the caller."""
 
-    def __init__(self, threads: int | None = None):
-        self.threads = threads
-
     def run(self, jobs: list[Job], settings: SweepSettings, tracker: Tracker, cohorts: CohortLoader, report: Report,
             progress: Callable[[Job, str], None] = lambda job, text: None,
             notice: Notice = lambda job, text: None) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
         for job in jobs:
             cd = cohorts(job.cohort)
             opened = open_job(job, settings, tracker, cd)
@@ -49,8 +43,7 @@ class InProcessExecutor:
 _WORKER_CACHE: dict[tuple, CohortData] = {}
 
 
-def _init_worker(threads: int) -> None:
-    torch.set_num_threads(threads)
+def _init_worker() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
@@ -67,16 +60,14 @@ def _compute_in_worker(job: Job, settings: SweepSettings) -> Outcome:
 class ProcessPoolExecutor:
     """`workers` jobs at once in spawned processes; results are logged by the driver as they finish."""
 
-    def __init__(self, workers: int, threads: int | None = None):
+    def __init__(self, workers: int):
         self.workers = workers
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
 
     def run(self, jobs: list[Job], settings: SweepSettings, tracker: Tracker, cohorts: CohortLoader, report: Report,
             progress: Callable[[Job, str], None] = lambda job, text: None,
             notice: Notice = lambda job, text: None) -> None:
         ctx = mp.get_context("spawn")
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                    initargs=(self.threads,)) as pool:
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker) as pool:
             running: dict[cf.Future, OpenJob] = {}
             for job in jobs:
                 opened = open_job(job, settings, tracker, cohorts(job.cohort))

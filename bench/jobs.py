@@ -61,6 +61,7 @@ class SweepSettings:
     cache_bytes: int = 0  # this process's bag cache (bench.data.features.process_cache); 0 = none
     cache_dtype: str = "float32"  # float16 rounds every bag (a result setting: tag feature_precision)
     semisynth_dim: int = 1024  # width of the simulated features under --data semisynthetic
+    threads_per_job: int = 1  # torch CPU threads a job computes with: on the CPU they split sums (tag cpu_threads)
     save_models: bool = True  # each fold run keeps its model (bench.checkpoint); not a result setting
     optuna_dir: Path = Path("mlruns/optuna")
     optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
@@ -136,7 +137,7 @@ def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str,
             "trials": str(settings.trials), "table_variant": settings.table_variants.get(job.cohort) or "default",
             "data_root": str(settings.root.root.resolve()), **cd.features, "precision": settings.precision,
             "device": settings.device.split(":")[0], "suite_version": settings.suite_version,
-            "feature_precision": settings.cache_dtype}
+            "feature_precision": settings.cache_dtype, "cpu_threads": str(settings.threads_per_job)}
     return tags
 
 
@@ -215,8 +216,15 @@ class Outcome:
 
 
 def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lambda s: None) -> Outcome:
-    """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure."""
+    """Worker side: tune (nested) or not (paper), refit, score. Never raises for a job-level failure.
+
+    Runs on `settings.threads_per_job` torch threads whichever executor calls it: the thread count decides
+    how a CPU kernel splits its sums, so it changed a G-HANet C-index between `--workers 1` (two threads)
+    and `--workers 2` (one each). Fixed here, the number of worker processes is a speed setting only.
+    """
     t0 = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.threads_per_job)
     try:
         params, metrics, tables, curves, files = fit_and_score(job, settings, cd, cd.folds[job.fold],
                                                                job_key(job, settings, cd), progress)
@@ -226,6 +234,8 @@ def compute_job(job: Job, settings: SweepSettings, cd: CohortData, progress=lamb
         return Outcome(error=str(err), seconds=time.perf_counter() - t0)
     except Exception:  # a bug in one job must not lose the sweep; the reason is on the run
         return Outcome(error=traceback.format_exc(), seconds=time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def close_job(opened: OpenJob, outcome: Outcome, tracker: Tracker) -> JobResult:

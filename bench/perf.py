@@ -203,9 +203,9 @@ def project(measured: dict[str, list[tuple[float, int]]], patients: dict[str, in
     return Projection(rate, per_model, max(free))
 
 
-def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[int], root: Path | None, workers: int,
+def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[int], root: Path | None,
                out=print) -> dict[str, list[tuple[float, int]]]:
-    """Run each (model, cohort, fold) job of the default's settings here, with one worker's torch threads.
+    """Run each (model, cohort, fold) job of the default's settings here (one torch thread, as in the sweep).
 
     The jobs compute exactly what a sweep's worker computes (`compute_job`: tune, refit, score), with their
     Optuna journals in a temporary folder and nothing logged to MLflow.
@@ -216,8 +216,6 @@ def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[in
     argv = ["--models", ",".join(models), "--cohorts", ",".join(cohorts), "--device", "cpu"]
     args = bench_run.parse_args(argv + (["--data-root", str(root)] if root else []))  # None: bench.run's default root
     settings, _, _, _ = bench_run.settings_from_args(args)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # as each worker of the process pool
     measured: dict[str, list[tuple[float, int]]] = {m: [] for m in models}
     width = max(len(m) for m in models) + 2
     with tempfile.TemporaryDirectory(prefix="bench-perf-sweep-") as tmp:
@@ -233,7 +231,6 @@ def time_slice(models: Sequence[str], cohorts: Sequence[str], folds: Sequence[in
                     n = len(cd.cohort.patients)
                     measured[model].append((outcome.seconds, n))
                     out(f"  {model:<{width}}{cohort:<8}fold {fold}  {n:4d} patients  {outcome.seconds:7.1f} job-s")
-    torch.set_num_threads(threads)
     return measured
 
 
@@ -600,9 +597,9 @@ def _sweep(args) -> int:
     if not folds or max(folds) > 4 or len(folds) != len([f for f in args.folds.split(",") if f.strip()]):
         raise BenchError(f"--folds {args.folds!r}: give comma-separated folds out of 0..4, such as 0 or 0,1.")
     print(f"timing {len(models) * len(cohorts) * len(folds)} job(s) of the embedded default (nested, quick profile) on "
-          f"{args.data_root or 'data/synthetic'}, {max(1, (os.cpu_count() or 1) // workers)} torch thread(s) each, "
+          f"{args.data_root or 'data/synthetic'}, 1 torch thread each, "
           f"as one of {workers} workers")
-    measured = time_slice(models, cohorts, folds, args.data_root, workers)
+    measured = time_slice(models, cohorts, folds, args.data_root)
     patients = {c: n_patients(c, DEFAULT_SCALE, MIN_TEST_EVENTS) for c in COHORTS}
     print(format_projection(project(measured, patients, workers), patients, workers))
     return 0

@@ -77,8 +77,6 @@ def ray_job(job: Job, settings: SweepSettings, uri: str, experiment: str, job_pr
     """Body of one Ray task: resolve the device Ray gave it, then the same job function as the local executor."""
     import ray
 
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    torch.set_num_threads(max(1, int(cpus)))
     if settings.device == "auto":
         settings = replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
     tracker = _cached(("tracker", uri, experiment), lambda: Tracker(uri, experiment))

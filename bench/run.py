@@ -78,7 +78,13 @@ def parse_args(argv):
                    help="--data semisynthetic: width of the simulated features (default 1024); other data take the "
                         "width from the feature files")
     p.add_argument("--workers", type=int, default=None,
-                   help="jobs at once in worker processes (default: one per CPU core, up to 4; 1 on a GPU)")
+                   help="jobs at once in worker processes (default: one per --threads-per-job CPU cores, up to 4; 1 on "
+                        "a GPU); speed only, it never changes a number")
+    p.add_argument("--threads-per-job", type=int, default=None,
+                   help="torch CPU threads each job computes with (default 1; under --executor ray, --cpus-per-job). "
+                        "The thread count decides how a CPU kernel splits its sums, so it can change a result in its "
+                        "last digits and, through a top-k or an argmax, a C-index: runs record it (tag cpu_threads) and "
+                        "a finished job reruns under another count")
     ray = p.add_argument_group("scale-out", "run each job as a Ray task (pip install -e '.[ray]')")
     ray.add_argument("--executor", choices=["local", "ray"], default="local")
     ray.add_argument("--ray-address", default=None,
@@ -86,7 +92,8 @@ def parse_args(argv):
                           "(Ray also reads RAY_ADDRESS)")
     ray.add_argument("--gpus-per-job", type=float, default=None,
                      help="GPUs per job, fractions pack small models on one GPU (default: 1 where the cluster has GPUs, else 0)")
-    ray.add_argument("--cpus-per-job", type=float, default=1.0, help="CPUs per job (also its torch threads)")
+    ray.add_argument("--cpus-per-job", type=float, default=1.0,
+                     help="CPUs Ray reserves per job (default 1; also its torch threads unless --threads-per-job says)")
     ray.add_argument("--max-retries", type=int, default=2, help="retries after a process death (not after a Python error)")
     ray.add_argument("--optuna-storage", default=None,
                      help="default: one journal file per job beside the MLflow store; a database URL "
@@ -156,6 +163,9 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         if device == "cuda" and not torch.cuda.is_available():
             raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
+    threads = args.threads_per_job or (max(1, int(args.cpus_per_job)) if args.executor == "ray" else 1)
+    if threads < 1:
+        raise BenchError(f"--threads-per-job {args.threads_per_job}: a job needs at least 1 thread.")
     if args.data == "synthetic":
         from bench.data.synth import ensure_synthetic
 
@@ -179,6 +189,7 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         cache_bytes=default_cache_bytes() if args.cache_gb is None else int(args.cache_gb * 1e9),
         cache_dtype=args.cache_dtype, semisynth_dim=args.dim or 1024, save_models=args.save_models,
         optuna_dir=(local or Path("mlruns")) / "optuna" / experiment, optuna_storage=args.optuna_storage,
+        threads_per_job=threads,
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
     return settings, jobs, experiment, args.tracking_uri
@@ -303,7 +314,8 @@ def _main(argv: list[str] | None = None) -> int:
     settings, jobs, experiment, uri = settings_from_args(args)
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per CPU core, up to 4).")
-    workers = args.workers or (1 if settings.device == "cuda" else min(os.cpu_count() or 1, 4))
+    cores = max(1, (os.cpu_count() or 1) // settings.threads_per_job)
+    workers = args.workers or (1 if settings.device == "cuda" else min(cores, 4))
     if args.executor == "local" and workers > 1:  # each worker process holds its own cache: they share the budget
         settings = replace(settings, cache_bytes=settings.cache_bytes // workers)
     executor = None
@@ -316,7 +328,7 @@ def _main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
           f"{settings.trials} trials/job, device {settings.device}, bag cache {settings.cache_bytes / 1e9:.3g} GB "
           f"{settings.cache_dtype} per process, "
-          f"{'Ray tasks' if executor else f'{workers} worker(s)'}); tracking {uri}, experiment {experiment!r}")
+          f"{'Ray tasks' if executor else f'{workers} worker(s)'} of {settings.threads_per_job} torch thread(s)); tracking {uri}, experiment {experiment!r}")
     t0 = time.perf_counter()
     results = sweep(settings, jobs, tracker, workers, executor=executor)
     failed = [r for r in results if r.status == "failed"]

@@ -23,6 +23,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+import bench.jobs
 import bench.protocols
 import bench.tune
 from bench.data import COHORTS, DataRoot, open_cohort
@@ -130,6 +131,7 @@ def test_sweep_records_fold_and_parent_runs(tmp_path_factory, tmp_path):
         assert (tags["features_width"], tags["features_files"]) == ("1024", str(n_slides))
         assert tags["suite_version"].startswith("0.1.0+code.") and len(tags["git_commit"]) == 40
         assert (tags["bins_cut_on"], tags["scored_epoch"]) == ("outer training fold", "last")
+        assert tags["cpu_threads"] == "1"
 
     parents = runs_of(client, SWEEP_EXPERIMENT, "parent")
     assert sorted(r.data.tags["model"] for r in parents) == sorted(SWEEP_MODELS)
@@ -378,7 +380,39 @@ def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory,
     assert len(runs) == 8 and err.count("rerunning jobs") == 1
     assert f"data_root {root.resolve()} -> {other.resolve()}" in " ".join(err.split())
     assert "features_hash" not in err  # same files, same sizes: only where they are changed
+    out, err, runs = rerun("--precision", "bf16", "--threads-per-job", "2")
+    assert len(runs) == 10 and err.count("rerunning jobs") == 1 and "cpu_threads 1 -> 2" in err
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_worker_count_never_changes_a_number(tmp_path_factory, tmp_path, monkeypatch):
+    """The shared sweep ran in 2 worker processes; the same jobs in this process (`--workers 1`) give the same
+    C-index to the last bit, because each job computes on --threads-per-job threads (1), not on what its
+    executor has. Before, an in-process job took every core, and G-HANet's C on one fold of the synthetic
+    default moved 0.797 -> 0.780 between --workers 2 and --workers 1."""
+    s = swept(tmp_path_factory)
+    seen = []
+    real = bench.jobs.fit_and_score
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench.jobs, "fit_and_score", counting)
+    threads = torch.get_num_threads()
+    argv = list(s["argv"])
+    argv[argv.index("--experiment") + 1] = "one-worker"
+    assert main([*argv, "--workers", "1"]) == 0
+    assert seen == [1] * 4 and torch.get_num_threads() == threads
+    client = MlflowClient(s["uri"])
+    runs = {exp: {(r.data.tags["model"], r.data.tags["fold"]): r for r in runs_of(client, exp)}
+            for exp in (SWEEP_EXPERIMENT, "one-worker")}
+    assert runs["one-worker"].keys() == runs[SWEEP_EXPERIMENT].keys() and len(runs["one-worker"]) == 4
+    for key, run in runs["one-worker"].items():
+        pool = runs[SWEEP_EXPERIMENT][key]
+        assert run.data.metrics["c_index"] == pool.data.metrics["c_index"], key
+        pred = [artifact_csv(client, r, "predictions.csv", tmp_path / r.info.run_id) for r in (run, pool)]
+        pd.testing.assert_frame_equal(pred[0], pred[1], check_exact=True)  # every risk and S to the last digit
 
 
 def test_suite_version_names_the_result_code_not_the_commit():
