@@ -23,7 +23,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import BenchError
 from bench.report.analysis import analyse, cindex_table, experiment_facts
 from bench.report.figures import write_figures
 from bench.report.store import read_store
@@ -55,15 +54,6 @@ def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path) -> list[Path]:
             + write_figures(res, out))
 
 
-def only_models(runs: pd.DataFrame, preds: pd.DataFrame, models: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The runs and predictions of these models (one experiment may hold the default five and the extended ones)."""
-    keep = runs["model"].isin(models)
-    if not keep.any():
-        raise BenchError(f"no finished fold runs of {', '.join(models)} in this experiment; it holds "
-                         f"{', '.join(sorted(runs['model'].unique()))}. Pick some of those with --models.")
-    return runs[keep].reset_index(drop=True), preds[preds["model"].isin(models)].reset_index(drop=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: %(default)s)")
@@ -78,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed)
-    if args.models is not None:
-        runs, preds = only_models(runs, preds, parse_models(args.models))
+    models = None if args.models is None else parse_models(args.models)
+    runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed, models)
     files = build(runs, preds, args.out)
     run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
     print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}")

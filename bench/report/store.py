@@ -51,10 +51,12 @@ def _pick_experiment(client, name: str | None, uri: str):
     return with_folds[0]
 
 
-def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
+               models: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Finished fold runs and their predictions: (runs, predictions, experiment_id).
 
-    The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run predates the tag), unless
+    `models`: only these models' runs (one experiment may hold the default five and the extended ones);
+    None: every model with runs. The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run predates the tag), unless
     `allow_mixed`: then the table's caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
@@ -98,6 +100,8 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
     runs["seed"] = runs["seed"].astype(int)
     runs = (runs.sort_values(["model", "cohort", "seed", "fold", "end_time", "run_id"], ascending=[1, 1, 1, 1, 0, 0])
                 .drop_duplicates(["model", "cohort", "seed", "fold"]).reset_index(drop=True))
+    if models is not None:
+        runs = only_models(runs, models)
     if (mixed := mixed_settings(runs)) and not allow_mixed:
         raise BenchError(f"Experiment {exp.name!r}: the runs of one table differ in {'; '.join(mixed)}. "
                          "A table needs one setting of each: rerun the odd jobs with the table's settings (bench.run "
@@ -118,6 +122,16 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False) -> t
                                  "Rerun that job with `python -m bench.run`.")
             preds.append(table.assign(model=run.model, cohort=run.cohort, seed=run.seed, fold=run.fold))
     return runs.drop(columns="end_time"), pd.concat(preds, ignore_index=True), exp.experiment_id
+
+
+def only_models(runs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
+    """The runs of these models, chosen before the settings are compared: another model's runs at another
+    suite version must not stop a table they are not in."""
+    keep = runs["model"].isin(models)
+    if not keep.any():
+        raise BenchError(f"no finished fold runs of {', '.join(models)} in this experiment; it holds "
+                         f"{', '.join(sorted(runs['model'].unique()))}. Pick some of those with --models.")
+    return runs[keep].reset_index(drop=True)
 
 
 def mixed_settings(runs: pd.DataFrame, examples: int = 3) -> list[str]:
