@@ -10,9 +10,10 @@ The penalty is tuned as `alpha_ratio`, a fraction of alpha_max (the smallest alp
 coefficient, which depends on the data and on `l1_ratio`), and fitted as glmnet fits it: the path from
 alpha_max down to alpha_ratio * alpha_max, each fit warm-started from the one before. Why: with ~3,400
 genes and ~50 training patients an absolute alpha is meaningless across cohorts and l1 ratios, and a cold
-fit at one small alpha diverged ("weights are too large") on 4 of 25 default folds. The search range,
+fit at one small alpha diverged ("weights are too large") on 3 of 25 default jobs. The search range,
 0.01-1, is sksurv's own path range when features outnumber patients. Breslow's H0 and S are computed in
-log space: a linear predictor of 80 (an almost unpenalised fit) would overflow e^{x'beta} into a NaN curve.
+log space: an almost unpenalised fit spreads the linear predictor over hundreds, so a direct sum's
+e^{lp - max} underflowed to 0 for a late risk set and the curves came out NaN (8 of 25 default jobs).
 
 No reference publishes a setting: under `--protocol paper` it runs `paper_defaults` (alpha_ratio 0.1,
 l1_ratio 0.5, the middle of the search space), which no result chose.
