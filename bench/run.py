@@ -163,7 +163,9 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         if device == "cuda" and not torch.cuda.is_available():
             raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
-    threads = args.threads_per_job or (max(1, int(args.cpus_per_job)) if args.executor == "ray" else 1)
+    threads = args.threads_per_job
+    if threads is None:
+        threads = max(1, int(args.cpus_per_job)) if args.executor == "ray" else 1
     if threads < 1:
         raise BenchError(f"--threads-per-job {args.threads_per_job}: a job needs at least 1 thread.")
     if args.data == "synthetic":
@@ -313,9 +315,10 @@ def _main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     settings, jobs, experiment, uri = settings_from_args(args)
     if args.workers is not None and args.workers < 1:
-        raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per CPU core, up to 4).")
-    cores = max(1, (os.cpu_count() or 1) // settings.threads_per_job)
-    workers = args.workers or (1 if settings.device == "cuda" else min(cores, 4))
+        raise BenchError(f"--workers {args.workers}: give at least 1 (or leave it out for one per "
+                         f"{settings.threads_per_job} CPU core(s) of --threads-per-job, up to 4).")
+    job_slots = max(1, (os.cpu_count() or 1) // settings.threads_per_job)
+    workers = args.workers or (1 if settings.device == "cuda" else min(job_slots, 4))
     if args.executor == "local" and workers > 1:  # each worker process holds its own cache: they share the budget
         settings = replace(settings, cache_bytes=settings.cache_bytes // workers)
     executor = None
@@ -327,8 +330,8 @@ def _main(argv: list[str] | None = None) -> int:
     tracker = Tracker(uri, experiment)
     print(f"{len(jobs)} jobs ({settings.protocol} protocol, {settings.data} data, profile {settings.profile.name}, "
           f"{settings.trials} trials/job, device {settings.device}, bag cache {settings.cache_bytes / 1e9:.3g} GB "
-          f"{settings.cache_dtype} per process, "
-          f"{'Ray tasks' if executor else f'{workers} worker(s)'} of {settings.threads_per_job} torch thread(s)); tracking {uri}, experiment {experiment!r}")
+          f"{settings.cache_dtype} per process, {'Ray tasks' if executor else f'{workers} worker(s)'} of "
+          f"{settings.threads_per_job} torch thread(s)); tracking {uri}, experiment {experiment!r}")
     t0 = time.perf_counter()
     results = sweep(settings, jobs, tracker, workers, executor=executor)
     failed = [r for r in results if r.status == "failed"]

@@ -248,6 +248,7 @@ BAD_INPUT = {
     "fold out of range": (["--models", "snn", "--folds", "0,7"], ["--folds '0,7' is out of range", "0..4"]),
     "no trials": (["--models", "snn", "--trials", "0"], ["--trials 0", "at least 1 Optuna trial"]),
     "no workers": (["--models", "snn", "--workers", "0"], ["--workers 0", "at least 1"]),
+    "no threads": (["--models", "snn", "--threads-per-job", "0"], ["--threads-per-job 0", "at least 1 thread"]),
 }
 
 

@@ -56,8 +56,8 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
     """Finished fold runs and their predictions: (runs, predictions, experiment_id).
 
     `models`: only these models' runs (one experiment may hold the default five and the extended ones);
-    None: every model with runs. The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run predates the tag), unless
-    `allow_mixed`: then the table's caption lists the mix.
+    None: every model with runs. The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run
+    predates the tag), unless `allow_mixed`: then the table's caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
     with its tags and `RUN_METRICS` (NaN where not logged). `predictions` is every run's predictions.csv
