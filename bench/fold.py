@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from bench.data import Cohort, FeatureStore
 from bench.data.features import Bags
@@ -28,6 +29,7 @@ class PatientSet:
     bags: Sequence[np.ndarray] | None  # [N_i, D] per patient (`Bags` reads them on access); None without WSI
     truth: np.ndarray | None = None
     edges: np.ndarray | None = None  # the bin edges `bins` were cut at (an estimator's survival is read there)
+    clinical: pd.DataFrame | None = None  # raw covariates in `case_ids` order; a clinical model encodes them
 
     def __len__(self) -> int:
         return len(self.case_ids)
@@ -39,6 +41,7 @@ class PatientSet:
             omics=[o[idx] for o in self.omics], bags=None if self.bags is None else
             self.bags.take(idx) if isinstance(self.bags, Bags) else [self.bags[i] for i in idx],
             truth=None if self.truth is None else self.truth[idx], edges=self.edges,
+            clinical=None if self.clinical is None else self.clinical.iloc[idx],
         )
 
     def bag_sizes(self) -> np.ndarray:
@@ -77,6 +80,7 @@ def patient_set(cohort: Cohort, case_ids, edges: np.ndarray, scaler: OmicScaler 
         bins=assign_bins(p["time"].to_numpy(float), edges),
         omics=[] if scaler is None else scaler.transform(cohort.group_arrays(case_ids)),
         bags=bags, truth=truth, edges=np.asarray(edges, dtype=float),
+        clinical=None if cohort.clinical is None else cohort.clinical.loc[list(case_ids)],
     )
 
 

@@ -63,6 +63,8 @@ class SweepSettings:
     semisynth_dim: int = 1024  # width of the simulated features under --data semisynthetic
     threads_per_job: int = 1  # torch CPU threads a job computes with: on the CPU they split sums (tag cpu_threads)
     save_models: bool = True  # each fold run keeps its model (bench.checkpoint); not a result setting
+    # False when no model of the sweep reads slides: no feature folder is opened (a root of tables and splits)
+    reads_slides: bool = True
     optuna_dir: Path = Path("mlruns/optuna")
     optuna_storage: str | None = None  # a database URL shared by a cluster; None = a journal per job in optuna_dir
     # the driver's code version: workers and Ray tasks (retries too) record it, not what their own checkout shows
@@ -85,7 +87,7 @@ class CohortData:
 
     cohort: Cohort
     folds: dict[int, Split]
-    store: FeatureStore
+    store: FeatureStore | None  # None: the sweep reads no slides
     dropped: list[str] = field(default_factory=list)
     features: dict = field(default_factory=dict)  # `features_fingerprint` of the slides the sweep reads
 
@@ -93,6 +95,8 @@ class CohortData:
 def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
     cohort = open_cohort(settings.root, name, settings.table_variants.get(name))
     folds = load_folds(settings.root, name, cohort.case_ids, allow_unverified=settings.allow_unverified_splits)
+    if not settings.reads_slides:
+        return CohortData(cohort, folds, None, [], NO_FEATURES)
     cache = process_cache(settings.cache_bytes)
     if settings.data == "semisynthetic":
         store = FeatureStore(ensure_features(settings.root, cohort, dim=settings.semisynth_dim), cache=cache,
@@ -123,6 +127,10 @@ def load_cohort_data(settings: SweepSettings, name: str) -> CohortData:
                              "disk every epoch.")
     slides = [s for patient in cohort.patients["slides"] for s in patient]
     return CohortData(cohort, folds, store, missing, features_fingerprint(store, slides))
+
+
+# The features fingerprint of a sweep that reads no slides: every patient of the table and splits is kept.
+NO_FEATURES = {"features_dir": "none", "features_width": "none", "features_files": "0", "features_hash": "none"}
 
 
 def setting_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict[str, str]:
@@ -182,7 +190,7 @@ def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData
     fold_tags = {**identity, **setting_tags(job, settings, cd), **PROTOCOL_FACTS[settings.protocol],
                  "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
                  "torch_version": torch.__version__, "dropped_patients": str(len(cd.dropped)),
-                 "feature_dim": str(cd.store.dim),
+                 "feature_dim": "none" if cd.store is None else str(cd.store.dim),
                  **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")},
                  **(extra_tags or {})}
     run_id = tracker.resume(key, fold_tags)

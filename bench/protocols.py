@@ -24,7 +24,8 @@ from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
 from bench.survival import c_index, fit_bin_edges
 from bench.train import TrainSettings, fit, predict
 from bench.tune import inner_split, open_study, tune
-from models import WSI, get_model_class
+from models import CLINICAL, WSI, get_model_class
+from models.clinical import unseen_values
 
 if TYPE_CHECKING:  # bench.jobs imports this module; the types are only for the signature
     from bench.jobs import CohortData, Job, SweepSettings
@@ -97,6 +98,9 @@ def fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, key:
     calibration = (pred_train["time"], pred_train["event"], pred_test["time"], pred_test["event"], surv, edges)
     metrics["ibs"] = integrated_brier(*calibration)
     metrics["td_auc"] = td_auc(*calibration)
+    if CLINICAL in cls.infer_modalities:  # test patients scored at the reference level or the training median
+        encoding = result.model_kwargs["clinical_encoding"]
+        metrics.update({f"test_{k}": v for k, v in unseen_values(test.clinical, encoding).items()})
     if cohort.truth is not None:
         metrics["oracle_c_index"] = c_index(pred_test["time"], pred_test["event"], pred_test["true_risk"])
     if per_epoch:

@@ -29,8 +29,8 @@ from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
 from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, runs_table_url, store_dir, ui_command
-from models import DEFAULT_MODELS, get_model_class, list_models, select_models
-from models.registry import MODEL_SELECTIONS
+from models import DEFAULT_MODELS, WSI, get_model_class, list_models, select_models
+from models.registry import MODEL_SELECTIONS, TABULAR_MODELS
 
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
 DEFAULT_MAX_TOKENS = 65536  # 256 MiB of float32 input at width 1024; never binds on the synthetic default's bags
@@ -40,7 +40,8 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="default",
                    help="comma-separated registered names, or a selection: default (the mission's five: "
-                        f"{', '.join(DEFAULT_MODELS)}), extended (every other registered model) or all")
+                        f"{', '.join(DEFAULT_MODELS)}), extended (every other registered model), tabular (the "
+                        f"slide-free floor: {', '.join(TABULAR_MODELS)}; needs no feature files) or all")
     p.add_argument("--cohorts", default=",".join(COHORTS))
     p.add_argument("--folds", default="0,1,2,3,4")
     p.add_argument("--protocol", choices=["nested", "paper"], default="nested")
@@ -131,6 +132,24 @@ def parse_models(text: str) -> list[str]:
     return models
 
 
+def reads_slides(model: str) -> bool:
+    cls = get_model_class(model)
+    return WSI in cls.train_modalities | cls.infer_modalities
+
+
+def refuse_missing_features(data_root: DataRoot, cohorts: list[str], models: list[str]) -> None:
+    """Models that read slides on a root of tables and splits only: one paragraph before any job, not a job per failure."""
+    slide_models = [m for m in models if reads_slides(m)]
+    bare = [c for c in cohorts
+            if not any((data_root.features(c) / sub).is_dir() for sub in ("h5_files", "pt_files"))]
+    if slide_models and bare:
+        raise BenchError(f"--models asks for {', '.join(slide_models)}, which read slide features, but there are none for "
+                         f"{', '.join(bare)}: no h5_files/ or pt_files/ under {data_root.features(bare[0])}. Extract them "
+                         "with CLAM (README, Running on real TCGA) into that folder or pass --features-dir DIR; or run "
+                         f"the slide-free models alone, which need only the tables and splits: --models tabular "
+                         f"({', '.join(TABULAR_MODELS)}).")
+
+
 def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
     """Validate every argument before any work starts."""
     models = parse_models(args.models)
@@ -181,6 +200,8 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
     experiment = args.experiment or default_experiment(args.data, args.protocol)
     local = store_dir(args.tracking_uri)
     data_root = DataRoot(root, args.features_dir)
+    if args.data == "tcga":
+        refuse_missing_features(data_root, cohorts, models)
     requested = parse_variants(args.table_variant, cohorts)
     variants = {c: data_root.resolve_variant(c, requested.get(c)) for c in cohorts}
     settings = SweepSettings(
@@ -191,7 +212,7 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
         cache_bytes=default_cache_bytes() if args.cache_gb is None else int(args.cache_gb * 1e9),
         cache_dtype=args.cache_dtype, semisynth_dim=args.dim or 1024, save_models=args.save_models,
         optuna_dir=(local or Path("mlruns")) / "optuna" / experiment, optuna_storage=args.optuna_storage,
-        threads_per_job=threads,
+        threads_per_job=threads, reads_slides=any(reads_slides(m) for m in models),
     )
     jobs = [Job(m, c, k, s) for s in seeds for c in cohorts for m in models for k in folds]
     return settings, jobs, experiment, args.tracking_uri
@@ -223,14 +244,15 @@ def summary_table(results: list[JobResult]) -> str:
             by[(r.job.model, r.job.cohort)].append(r.c_index)
     models = sorted({r.job.model for r in results})
     cohorts = [c for c in COHORTS if any(r.job.cohort == c for r in results)]
-    lines = ["model      " + "".join(f"{c:>16s}" for c in cohorts)]
+    width = max(len("model"), *(len(m) for m in models)) + 1
+    lines = ["model".ljust(width) + "".join(f"{c:>16s}" for c in cohorts)]
     for m in models:
         cells = []
         for c in cohorts:
             v = np.array(by.get((m, c), []), dtype=float)
             v = v[~np.isnan(v)]
             cells.append(f"{v.mean():.3f} ± {v.std():.3f}".rjust(16) if len(v) else "—".rjust(16))
-        lines.append(f"{m:11s}" + "".join(cells))
+        lines.append(m.ljust(width) + "".join(cells))
     return "\n".join(lines)
 
 
@@ -253,6 +275,12 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
 
     # every cohort is loaded and checked before the first job, so a missing table fails now, not hours in
     sizes = {c: len(cohorts(c).cohort.patients) for c in dict.fromkeys(j.cohort for j in jobs)}
+    for c in sizes:
+        models = [m for m in dict.fromkeys(j.model for j in jobs if j.cohort == c)
+                  if get_model_class(m).clinical_columns]
+        columns = list(dict.fromkeys(col for m in models for col in get_model_class(m).clinical_columns))
+        if models:
+            cohorts(c).cohort.require_clinical(columns, models)
     cost = {j: get_model_class(j.model).relative_job_cost * sizes[j.cohort] for j in jobs}
     if workers > 1 or executor is not None:
         jobs = sorted(jobs, key=lambda j: -cost[j])
@@ -269,7 +297,9 @@ def sweep(settings: SweepSettings, jobs: list[Job], tracker: Tracker, workers: i
         results.append(r)
         jobs_left[r.job.cohort] -= 1
         if jobs_left[r.job.cohort] == 0 and r.job.cohort in cache:
-            cache.pop(r.job.cohort).store.release()
+            released = cache.pop(r.job.cohort)
+            if released.store is not None:
+                released.store.release()
         ran = sum(cost[x.job] for x in results if x.status != "skipped")
         left = sum(cost.values()) - sum(cost[x.job] for x in results)
         elapsed = time.perf_counter() - t0

@@ -22,7 +22,7 @@ import torch
 
 from bench.fold import PatientSet
 from bench.survival import c_index, nll_loss, survival_curve
-from models import OMICS, WSI, create_model, get_model_class
+from models import CLINICAL, OMICS, WSI, create_model, get_model_class
 from models.base import OPTIM_KEYS, SurvivalEstimator, SurvivalModel
 
 
@@ -150,8 +150,9 @@ def model_kwargs(name: str, train: PatientSet, params: dict) -> dict:
     cls = get_model_class(name)
     hparams = {k: v for k, v in params.items() if k not in OPTIM_KEYS}
     path_dim = train.bags[0].shape[1] if train.bags else 1024
+    clinical = {"clinical": train.clinical} if CLINICAL in cls.train_modalities else {}
     return dict(path_dim=path_dim, omic_sizes=[o.shape[1] for o in train.omics], **hparams,
-                **cls.prepare(train.omics, train.bins, train.event))
+                **cls.prepare(train.omics, train.bins, train.event, **clinical))
 
 
 def make_optimizer(model: SurvivalModel, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -230,7 +231,7 @@ def _fit_estimator(name: str, train: PatientSet, kwargs: dict,
     """One fit of a model fitted outside torch (the registry's SurvivalEstimator), then `on_epoch` once."""
     model = create_model(name, **kwargs)
     try:
-        model.fit(train.omics, train.time, train.event)
+        model.fit(train.omics, train.time, train.event, clinical=train.clinical)
     except (ArithmeticError, ValueError) as err:  # e.g. Coxnet's "weights are too large" at a tiny alpha
         raise TrainingError(f"{name}: the fit failed ({err}); the run is marked failed, the sweep goes on") from None
     if on_epoch is not None:
@@ -242,7 +243,7 @@ def _predict_estimator(model: SurvivalEstimator, pset: PatientSet) -> tuple[np.n
     """(risk, S at the bin edges past the first): the columns a network's survival curve fills."""
     if pset.edges is None:
         raise ValueError(f"{model.name} reads survival at the bin edges: this PatientSet carries none (make_fold sets them)")
-    return model.predict(pset.omics, pset.edges[1:])
+    return model.predict(pset.omics, pset.edges[1:], clinical=pset.clinical)
 
 
 @torch.no_grad()

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 WSI = "wsi"
 OMICS = "omics"
+CLINICAL = "clinical"  # the table's patient covariates (age, sex, subtype): raw, encoded by the model's prepare
 
 # Settings the trainer consumes; every other key of a hyperparameter dict goes to the model.
 # `optimizer`: "adam" (every reference but one, and the default) or "sgd" (momentum 0.9, CMTA's).
@@ -52,6 +54,7 @@ class SurvivalModel(nn.Module):
     # sweep starts the longest jobs first and weighs its ETA by it. Scheduling only, never a result.
     relative_job_cost: ClassVar[float] = 1.0
     paper_defaults: ClassVar[dict[str, Any]] = dict(REFERENCE_OPTIM)
+    clinical_columns: ClassVar[tuple[str, ...]] = ()  # table covariates read (modality CLINICAL); the sweep checks them
 
     @staticmethod
     def search_space(trial) -> dict[str, Any]:
@@ -86,7 +89,7 @@ class SurvivalEstimator(ABC):
     """The contract of a model fitted outside torch in one call (e.g. sksurv's Coxnet), registered like a network.
 
     The trainer dispatches on `estimator`: instead of epochs of gradient steps it calls `fit(omics, time,
-    event)` once on the training side (omics z-scored there, event 1 = death) and then its `on_epoch` once;
+    event, clinical=...)` once on the training side (omics z-scored there, event 1 = death) and then its `on_epoch` once;
     it scores with `predict(omics, times) -> (risk [n], survival [n, len(times)])`, survival P(T >= t) at
     the bin edges, so predictions.csv, the C-index, the KM split and the Brier score read it as they read a
     network's. `state_dict`/`load_state_dict` hold what the fit learned as tensors, so a fold model is saved
@@ -102,6 +105,7 @@ class SurvivalEstimator(ABC):
     cpu_pass_cost: ClassVar[float | None] = None
     relative_job_cost: ClassVar[float] = 1.0
     paper_defaults: ClassVar[dict[str, Any]] = {}
+    clinical_columns: ClassVar[tuple[str, ...]] = ()
 
     @staticmethod
     @abstractmethod
@@ -109,7 +113,10 @@ class SurvivalEstimator(ABC):
         """Optuna search space of the model's own keys."""
 
     @classmethod
-    def prepare(cls, omics: list[np.ndarray], bins: np.ndarray, event: np.ndarray) -> dict[str, Any]:
+    def prepare(cls, omics: list[np.ndarray], bins: np.ndarray, event: np.ndarray,
+                clinical: pd.DataFrame | None = None) -> dict[str, Any]:
+        """Fit-time preparation on the training side; a model that reads `clinical` gets the raw frame as
+        `clinical=` and returns its encoding here, so the encoding travels in the saved model's kwargs."""
         return {}
 
     @classmethod
@@ -117,11 +124,13 @@ class SurvivalEstimator(ABC):
         return dict(cls.paper_defaults)
 
     @abstractmethod
-    def fit(self, omics: list[np.ndarray], time: np.ndarray, event: np.ndarray) -> "SurvivalEstimator":
-        """Fit on the training side; returns self."""
+    def fit(self, omics: list[np.ndarray], time: np.ndarray, event: np.ndarray,
+            clinical: pd.DataFrame | None = None) -> "SurvivalEstimator":
+        """Fit on the training side; returns self. `clinical`: the raw covariates, for models that read them."""
 
     @abstractmethod
-    def predict(self, omics: list[np.ndarray], times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, omics: list[np.ndarray], times: np.ndarray,
+                clinical: pd.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(risk [n], higher = worse; survival P(T >= t) [n, len(times)])."""
 
     @abstractmethod

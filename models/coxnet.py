@@ -24,6 +24,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import torch
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 
@@ -42,6 +43,14 @@ def breslow_log_cumhaz(lp: np.ndarray, time: np.ndarray, event: np.ndarray) -> t
     n_at_risk = np.searchsorted(-time[order], -times, side="right")  # patients with T >= t_j
     log_hazard = np.log(deaths) - log_risk[n_at_risk - 1]
     return times, np.logaddexp.accumulate(log_hazard)
+
+
+def breslow_survival(lp: np.ndarray, base_time: np.ndarray, base_log_cumhaz: np.ndarray, times) -> np.ndarray:
+    """S(t | x) = exp(-H0(t) e^lp), P(T >= t): only deaths before t count; computed in log space."""
+    idx = np.searchsorted(base_time, np.asarray(times, float), side="left")
+    log_h0 = np.concatenate([[-np.inf], base_log_cumhaz])[idx]
+    with np.errstate(over="ignore"):  # a cumulative hazard past float range is a survival of exactly 0
+        return np.exp(-np.exp(np.asarray(lp, float)[:, None] + log_h0[None, :]))
 
 
 @register_model
@@ -67,17 +76,22 @@ class CoxNet(SurvivalEstimator):
             "l1_ratio": trial.suggest_float("l1_ratio", 0.05, 1.0),
         }
 
-    def _design(self, omics: list[np.ndarray]) -> np.ndarray:
+    def _design(self, omics: list[np.ndarray], clinical: pd.DataFrame | None = None) -> np.ndarray:
         x = np.concatenate([np.asarray(o, dtype=np.float64) for o in omics], axis=1)
         if x.shape[1] != self.n_features:
             raise ValueError(f"coxnet was built for {self.n_features} genomic values, got {x.shape[1]}")
         return x
 
-    def fit(self, omics, time, event) -> "CoxNet":
-        x, time, event = self._design(omics), np.asarray(time, float), np.asarray(event, bool)
+    def _penalty_factor(self) -> np.ndarray | None:
+        """Per design column (None: every column penalised alike)."""
+        return None
+
+    def fit(self, omics, time, event, clinical=None) -> "CoxNet":
+        x, time, event = self._design(omics, clinical), np.asarray(time, float), np.asarray(event, bool)
         y = np.array(list(zip(event, time)), dtype=[("event", bool), ("time", float)])
+        factor = self._penalty_factor()
         est = CoxnetSurvivalAnalysis(n_alphas=PATH_LENGTH, alpha_min_ratio=self.alpha_ratio, l1_ratio=self.l1_ratio,
-                                     max_iter=100_000)
+                                     max_iter=100_000, **({} if factor is None else {"penalty_factor": factor}))
         with warnings.catch_warnings():  # alpha_ratio 1 is the null model on purpose: every coefficient zero
             warnings.filterwarnings("ignore", message="all coefficients are zero")
             est.fit(x, y)
@@ -86,14 +100,11 @@ class CoxNet(SurvivalEstimator):
         self.base_time, self.base_log_cumhaz = breslow_log_cumhaz(x @ self.coef - self.offset, time, event)
         return self
 
-    def predict(self, omics, times) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, omics, times, clinical=None) -> tuple[np.ndarray, np.ndarray]:
         if self.coef is None:
-            raise ValueError("coxnet: predict before fit")
-        lp = self._design(omics) @ self.coef - self.offset
-        idx = np.searchsorted(self.base_time, np.asarray(times, float), side="left")  # deaths before t: P(T >= t)
-        log_h0 = np.concatenate([[-np.inf], self.base_log_cumhaz])[idx]
-        with np.errstate(over="ignore"):  # a cumulative hazard past float range is a survival of exactly 0
-            return lp, np.exp(-np.exp(lp[:, None] + log_h0[None, :]))
+            raise ValueError(f"{self.name}: predict before fit")
+        lp = self._design(omics, clinical) @ self.coef - self.offset
+        return lp, breslow_survival(lp, self.base_time, self.base_log_cumhaz, times)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in self._STATE}

@@ -2,7 +2,9 @@
 
 A registered class is a torch `SurvivalModel` or a `SurvivalEstimator` (fitted outside torch; its
 `estimator` attribute is True and models/base.py says what it must provide). `DEFAULT_MODELS` names the
-mission's five, the embedded default sweep; every other registered model is "extended".
+mission's five, the embedded default sweep; every other registered model is "extended". `TABULAR_MODELS`
+names the slide-free floor a real-table run without features can compute: the genomic and clinical models
+(`clinical_site` stays out: it adds a centre effect, see models/clinical.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from .base import SurvivalEstimator, SurvivalModel
 DEFAULT_OMIC_SIZES = (94, 334, 521, 468, 1496, 479)
 N_GROUPS = 6
 DEFAULT_MODELS = ("abmil", "ghanet", "mcat", "snn", "transmil")
-MODEL_SELECTIONS = ("default", "extended", "all")
+TABULAR_MODELS = ("clinical", "clinical_coxnet", "coxnet", "snn")
+MODEL_SELECTIONS = ("default", "extended", "tabular", "all")
 
 _MODELS: dict[str, type[SurvivalModel | SurvivalEstimator]] = {}
 
@@ -40,11 +43,14 @@ def list_models() -> list[str]:
 
 
 def select_models(selection: str) -> list[str]:
-    """Registered names of a selection: "default" (the mission's five), "extended" (the others) or "all"."""
+    """Registered names of a selection: "default" (the mission's five), "extended" (the others), "tabular"
+    (the slide-free floor) or "all"."""
     if selection not in MODEL_SELECTIONS:
         raise ModelError(f"unknown model selection {selection!r}: use one of {', '.join(MODEL_SELECTIONS)}.")
     if selection == "all":
         return list_models()
+    if selection == "tabular":
+        return list(TABULAR_MODELS)
     return [n for n in list_models() if (n in DEFAULT_MODELS) == (selection == "default")]
 
 

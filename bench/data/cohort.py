@@ -19,6 +19,9 @@ from bench.errors import BenchError
 
 GENE_SUFFIXES = ("_mut", "_cnv", "_rnaseq")
 REQUIRED_COLUMNS = ("case_id", "slide_id", "survival_months", "censorship")
+# The patient covariates a clinical model may read (models/clinical.py), kept raw here: encoding is fitted per fold.
+CLINICAL_COLUMNS = ("age", "is_female", "oncotree_code", "site")
+NUMERIC_CLINICAL = ("age", "is_female")
 GROUP_NAMES = (
     "Tumor Suppressor Genes",
     "Oncogenes",
@@ -39,6 +42,7 @@ class Cohort:
     groups: tuple[tuple[str, ...], ...]  # 6 sorted lists of column names
     table_path: Path
     truth: pd.Series | None = None  # synthetic only: true risk per case_id
+    clinical: pd.DataFrame | None = None  # index case_id; the CLINICAL_COLUMNS the table has, raw (first slide row)
 
     @property
     def omic_sizes(self) -> tuple[int, ...]:
@@ -47,6 +51,24 @@ class Cohort:
     @property
     def case_ids(self) -> list[str]:
         return list(self.patients.index)
+
+    def require_clinical(self, columns, models) -> None:
+        """Refuse, before any job, a table that lacks a covariate `models` read or holds a non-number in a numeric one."""
+        have = [] if self.clinical is None else list(self.clinical.columns)
+        missing = [c for c in columns if c not in have]
+        if missing:
+            raise BenchError(f"cohort {self.name}: the table {self.table_path} has no column {missing[0]}, which "
+                             f"{', '.join(models)} read{'s' if len(models) == 1 else ''} (clinical columns: "
+                             f"{', '.join(columns)}). Use an MCAT-format table with those columns (python -m bench.data "
+                             "fetch writes them), or leave those models out of --models.")
+        for column in (c for c in columns if c in NUMERIC_CLINICAL):
+            values = self.clinical[column]
+            bad = values.notna() & pd.to_numeric(values, errors="coerce").isna()
+            if bad.any():
+                raise BenchError(f"cohort {self.name}: the table {self.table_path} has {_cell(values[bad].iloc[0])} in "
+                                 f"column {column} for patient {values.index[bad][0]} ({int(bad.sum())} patient(s)); "
+                                 f"{column} must be a number or empty (an empty value takes the training median). "
+                                 "Fix those rows.")
 
     def group_arrays(self, case_ids) -> list[np.ndarray]:
         """Unscaled group matrices [n, d_i] for these patients, in the given order."""
@@ -150,4 +172,6 @@ def load_cohort(name: str, table_path: Path, signatures_path: Path, truth_path: 
     if truth_path is not None and Path(truth_path).is_file():
         t = pd.read_csv(truth_path, dtype={"case_id": str}).set_index("case_id")["true_risk"]
         truth = t.reindex(patients.index)
-    return Cohort(name=name, patients=patients, omics=omics, groups=groups, table_path=Path(table_path), truth=truth)
+    clinical = first[[c for c in CLINICAL_COLUMNS if c in first.columns]].copy()
+    return Cohort(name=name, patients=patients, omics=omics, groups=groups, table_path=Path(table_path), truth=truth,
+                  clinical=clinical)

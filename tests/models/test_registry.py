@@ -1,10 +1,11 @@
 """The registry's face: names, clear errors, and the contract every registered model keeps."""
 
 import optuna
+import pandas as pd
 import pytest
 import torch
 
-from models import (DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalEstimator, SurvivalModel,
+from models import (CLINICAL, DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalEstimator, SurvivalModel,
                     create_model, get_model_class, list_models, select_models)
 from models.base import OPTIM_KEYS, REFERENCE_OPTIM
 
@@ -60,10 +61,16 @@ def test_wrong_omic_sizes_are_refused(sizes):
 def test_class_declares_the_contract(name):
     cls = get_model_class(name)
     assert issubclass(cls, SurvivalEstimator if cls.estimator else SurvivalModel) and cls.name == name
-    assert cls.infer_modalities <= cls.train_modalities <= {WSI, OMICS}
+    assert cls.infer_modalities <= cls.train_modalities <= {WSI, OMICS, CLINICAL}
     assert cls.infer_modalities
+    assert (CLINICAL in cls.train_modalities) == bool(cls.clinical_columns)
     assert cls.estimator or set(REFERENCE_OPTIM) <= set(cls.paper_defaults)
-    model = create_model(name, **_model_kwargs(cls.paper_defaults))
+    prepared = {}
+    if cls.clinical_columns:  # what its prepare() fits on a training side
+        frame = pd.DataFrame({"age": [50, 60, 70], "is_female": [0, 1, 1], "oncotree_code": ["A", "B", "A"],
+                              "site": ["S1", "S1", "S2"]})
+        prepared = cls.prepare([], None, None, clinical=frame)
+    model = create_model(name, **_model_kwargs(cls.paper_defaults), **prepared)
     assert isinstance(model, cls)
 
 
