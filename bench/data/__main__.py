@@ -21,19 +21,22 @@ def patch_range(text: str) -> tuple[int, int]:
 
 
 def _synth(args) -> int:
-    from .synth import DEFAULT_SCALE, synthesize
+    from .synth import DEFAULT_SCALE, scenario, synthesize
 
     if args.min_test_events < 0 or (args.scale is not None and args.scale <= 0) or args.dim < 1:
         raise BenchError(f"--scale {args.scale}, --min-test-events {args.min_test_events} and --dim {args.dim}: the scale "
                          "must be positive, the deaths per test fold zero or more and the feature width at least 1.")
     patches = patch_range(args.patches_per_slide)
+    sc = scenario(args.scenario, args.prognostic_fraction)
     t0 = time.perf_counter()
-    print(f"writing synthetic cohorts to {args.out} (seed {args.seed}, scale {args.scale or DEFAULT_SCALE}, "
-          f"at least {args.min_test_events} deaths per test fold, features of width {args.dim}, "
-          f"{patches[0]}-{patches[1]} patches per slide, {args.dtype})")
+    print(f"writing synthetic cohorts to {args.out} (scenario {args.scenario}: risk carried by {sc.carried_by}, "
+          f"{sc.fraction:.3g} of a slide's patches informative on average; seed {args.seed}, scale "
+          f"{args.scale or DEFAULT_SCALE}, at least {args.min_test_events} deaths per test fold, features of width "
+          f"{args.dim}, {patches[0]}-{patches[1]} patches per slide, {args.dtype})")
     cohorts = parse_cohorts(args.cohorts)
     synthesize(args.out, cohorts, seed=args.seed, scale=args.scale or DEFAULT_SCALE,
-               min_test_events=args.min_test_events, dim=args.dim, patches_per_slide=patches, dtype=args.dtype)
+               min_test_events=args.min_test_events, dim=args.dim, patches_per_slide=patches, dtype=args.dtype,
+               scenario_name=args.scenario, prognostic_fraction=args.prognostic_fraction)
     root = DataRoot(args.out)
     nbytes = sum(p.stat().st_size for c in cohorts for p in root.features(c).rglob("*.h5"))
     print(f"done in {time.perf_counter() - t0:.1f} s; features on disk {nbytes / 1e9:.2f} GB")
@@ -104,6 +107,14 @@ def _main(argv: list[str] | None = None) -> int:
                         "real TCGA slides hold about 15k at 20x: 10000-20000 makes real-size bags)")
     s.add_argument("--dtype", choices=["float32", "float16"], default="float32",
                    help="stored feature precision (float16 halves the disk; the suite reads it as float32)")
+    s.add_argument("--scenario", choices=["shared", "histology", "genomic", "null", "sparse"], default="shared",
+                   help="which modality carries the risk: shared (default: genes and patches), histology (the patches "
+                        "alone; the genes follow an independent latent of the same strength), genomic (the genes "
+                        "alone), null (neither: the hazard follows a latent the data does not carry), sparse (as "
+                        "shared, with rare informative patches); recorded in synth.json and the truth files")
+    s.add_argument("--prognostic-fraction", type=float, default=None, metavar="F",
+                   help="--scenario sparse: mean share of informative patches per slide (default 0.02; shared has "
+                        "0.175; every slide keeps at least one)")
     s.set_defaults(func=_synth)
 
     c = sub.add_parser("check", help="validate a data root and print a per-cohort summary")
@@ -120,7 +131,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from . import fetch
 
-    f = sub.add_parser("fetch", help="download and verify the public TCGA tables and splits")
+    f = sub.add_parser("fetch", help="download and verify the public TCGA tables, splits and MCAT's per-fold results")
     fetch.add_arguments(f)
     f.set_defaults(func=fetch.run)
 

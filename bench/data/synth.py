@@ -8,6 +8,14 @@ real censoring rate. So genomic-only, WSI-only and fused models each have signal
 oracle C-index is the ceiling. Median survival, group sizes and the order of the censoring rates
 mirror the real cohorts (data_formats.md sections 2 and 6).
 
+Scenarios (known truths, for checking that the benchmark finds what is there and nothing else): `shared` above
+(the default, its files unchanged); `histology`, where the genes follow an independent latent w of the same law
+instead of z, so only the patches carry the risk; `genomic`, the reverse; `null`, where the hazard follows w and
+the genes and patches keep following z, so nothing in the data predicts the time (the truth file's z.beta has a
+C of about 0.5); `sparse`, `shared` with rare informative patches (2% of a slide on average instead of 17.5%),
+the case G-HANet's training-time genomics are meant to help with. The truth file always holds z.beta, and
+outside `shared` also which modality carries it (`carried_by`).
+
 Power: a cohort holds `scale` x its real patient count, but at least enough patients that every
 test fold holds `min_test_events` deaths (8 by default; the folds are stratified by event, so the
 deaths spread evenly). At the real censoring rates (BRCA and UCEC over 84%) that floor would need
@@ -23,13 +31,14 @@ import io
 import json
 import shutil
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.splits import make_splits, write_split
 from bench.survival import assign_bins, c_index, fit_bin_edges
 
@@ -49,6 +58,31 @@ LATENT_DIM = 3
 BETA = np.array([1.0, -0.8, 0.6])  # log-hazard weights on z
 WEIBULL_SHAPE = 1.3
 GROUP_ABBREV = ("TSG", "ONC", "PK", "CDM", "TF", "CGF")
+INFORMATIVE_SHARE = (0.1, 0.25)  # a slide's share of informative patches is drawn uniformly from this range
+MEAN_INFORMATIVE = sum(INFORMATIVE_SHARE) / 2
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Which latent drives the hazard, the genes and the informative patches: `z`, whose risk z.beta the truth
+    file records, or `w`, an independent latent of the same law that nothing records."""
+
+    hazard: str
+    genes: str
+    patches: str
+    carried_by: str  # the modalities that carry the truth (models' names: wsi, omics)
+    fraction: float = MEAN_INFORMATIVE  # mean share of informative patches per slide
+
+
+DEFAULT_SCENARIO = "shared"
+SPARSE_FRACTION = 0.02
+SCENARIOS = {
+    "shared": Scenario("z", "z", "z", "wsi+omics"),
+    "histology": Scenario("z", "w", "z", "wsi"),
+    "genomic": Scenario("z", "z", "w", "omics"),
+    "null": Scenario("w", "z", "z", "none"),
+    "sparse": Scenario("z", "z", "z", "wsi+omics", SPARSE_FRACTION),
+}
 
 
 @dataclass(frozen=True)
@@ -132,12 +166,13 @@ def _survival(rng: np.random.Generator, eta: np.ndarray, spec: CohortSpec, censo
     return np.round(np.maximum(time, 0.1), 2), censored
 
 
-def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
-    """Patches from tissue prototypes; a minority are tumour patches shifted along loadings @ z."""
+def _bag(rng, z_i, prototypes, tumour, loadings, n_patches, fraction: float = MEAN_INFORMATIVE) -> np.ndarray:
+    """Patches from tissue prototypes; a minority (`fraction` of a slide on average) are tumour patches shifted
+    along loadings @ z."""
     dim = prototypes.shape[1]
     kinds = rng.integers(0, len(prototypes), size=n_patches)
     feats = prototypes[kinds] + 0.6 * rng.standard_normal((n_patches, dim), dtype=np.float32)
-    frac = rng.uniform(0.1, 0.25)
+    frac = rng.uniform(*INFORMATIVE_SHARE) * (fraction / MEAN_INFORMATIVE)  # x 1.0 exactly at the default
     inf = rng.uniform(size=n_patches) < frac
     inf[rng.integers(n_patches)] = True  # at least one informative patch per slide
     n_inf = int(inf.sum())
@@ -145,21 +180,69 @@ def _bag(rng, z_i, prototypes, tumour, loadings, n_patches) -> np.ndarray:
     return np.maximum(feats, 0.0).astype(np.float32)  # ResNet features are post-ReLU
 
 
+def scenario(name: str, fraction: float | None = None) -> Scenario:
+    """A named scenario; `fraction` (sparse only) sets its mean share of informative patches per slide."""
+    if name not in SCENARIOS:
+        raise BenchError(f"unknown scenario {name!r}: use one of {', '.join(SCENARIOS)}.")
+    if fraction is None:
+        return SCENARIOS[name]
+    if name != "sparse" or not 0 < fraction <= 1:
+        raise BenchError(f"a prognostic fraction of {fraction} with scenario {name!r}: the fraction is the mean share "
+                         "of informative patches per slide of the sparse scenario, above 0 and at most 1 (default "
+                         f"{SPARSE_FRACTION}); the other scenarios keep the default's {MEAN_INFORMATIVE}.")
+    return replace(SCENARIOS[name], fraction=fraction)
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A cohort's patients as drawn before any file is written: its labels, truth (z.beta) and test folds."""
+
+    case_ids: list[str]
+    time: np.ndarray
+    censored: np.ndarray
+    truth: np.ndarray
+    folds: list[tuple[list[str], list[str]]]
+
+
+def _draw(cohort: str, seed: int, scale: float, min_test_events: int, sc: Scenario):
+    """The first draws of a cohort: its stream (left where the labels end), latents z and w, times, censoring.
+
+    w has a stream of its own, so a scenario changes no draw of z, of the survival noise or of what follows."""
+    rng = np.random.default_rng([seed, COHORTS.index(cohort)])
+    n = n_patients(cohort, scale, min_test_events)
+    latents = {"z": rng.standard_normal((n, LATENT_DIM)),
+               "w": np.random.default_rng([seed, COHORTS.index(cohort), 1]).standard_normal((n, LATENT_DIM))}
+    time, censored = _survival(rng, latents[sc.hazard] @ BETA, SPECS[cohort], synthetic_censoring(cohort))
+    case_ids = [f"TCGA-S{COHORTS.index(cohort) + 1}-{i:04d}" for i in range(n)]
+    return rng, latents, case_ids, time, censored
+
+
+def _folds(case_ids, time, censored, seed: int) -> list[tuple[list[str], list[str]]]:
+    event = 1 - censored
+    return make_splits(case_ids, event, assign_bins(time, fit_bin_edges(time, event)), n_folds=N_FOLDS, seed=seed)
+
+
+def draw_labels(cohort: str, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
+                min_test_events: int = MIN_TEST_EVENTS, scenario_name: str = DEFAULT_SCENARIO) -> Labels:
+    """The labels, truth and folds `synthesize` would write for these settings, without writing (or drawing) the
+    tables and bags: cheap enough for studies of the tests' power over many large cohorts."""
+    _, latents, case_ids, time, censored = _draw(cohort, seed, scale, min_test_events, scenario(scenario_name))
+    return Labels(case_ids, time, censored, latents["z"] @ BETA, _folds(case_ids, time, censored, seed))
+
+
 def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_events: int = MIN_TEST_EVENTS,
                  dim: int = FEATURE_DIM, patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE,
-                 dtype: str = "float32") -> dict:
+                 dtype: str = "float32", scenario_name: str = DEFAULT_SCENARIO,
+                 prognostic_fraction: float | None = None) -> dict:
     """Write one cohort's table, features of width `dim` (`patches_per_slide` = inclusive range, stored as `dtype`),
-    truth and splits; return its summary.
+    truth and splits under a scenario; return its summary.
 
     Labels, genomics and splits are drawn before the features, so they do not depend on `dim` or the bag sizes."""
     spec = SPECS[cohort]
-    rng = np.random.default_rng([seed, COHORTS.index(cohort)])
-    n = n_patients(cohort, scale, min_test_events)
-    z = rng.standard_normal((n, LATENT_DIM))
-    eta = z @ BETA
-    time, censored = _survival(rng, eta, spec, synthetic_censoring(cohort))
-
-    case_ids = [f"TCGA-S{COHORTS.index(cohort) + 1}-{i:04d}" for i in range(n)]
+    sc = scenario(scenario_name, prognostic_fraction)
+    rng, latents, case_ids, time, censored = _draw(cohort, seed, scale, min_test_events, sc)
+    eta = latents["z"] @ BETA
+    n = len(case_ids)
     n_slides = 1 + rng.binomial(2, 0.15, size=n)
     # genomics: about 15% of the genes in each group load on z; the rest are noise
     groups = _group_columns(spec.omic_sizes, spec.cnv_only)
@@ -167,7 +250,7 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
     for cols in groups:
         d = len(cols)
         load = rng.standard_normal((LATENT_DIM, d)) * (rng.uniform(size=d) < 0.15)
-        x = z @ load + rng.standard_normal((n, d))
+        x = latents[sc.genes] @ load + rng.standard_normal((n, d))
         is_cnv = np.array([c.endswith("_cnv") for c in cols])
         x[:, is_cnv] = np.clip(np.round(x[:, is_cnv] / 1.5), -2, 2)
         columns += cols
@@ -185,7 +268,8 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
         for k in range(n_slides[i]):
             slide = f"{case}-01Z-00-DX{k + 1}.{rng.integers(0, 2**63):016X}{rng.integers(0, 2**63):016X}.svs"
             n_patch = int(rng.integers(patches_per_slide[0], patches_per_slide[1] + 1))
-            feats = _bag(rng, z[i].astype(np.float32), prototypes, tumour, loadings, n_patch)
+            feats = _bag(rng, latents[sc.patches][i].astype(np.float32), prototypes, tumour, loadings, n_patch,
+                         sc.fraction)
             coords = (np.stack([np.arange(n_patch) % 32, np.arange(n_patch) // 32], 1) * 256).astype(np.int32)
             with h5py.File(feat_dir / f"{slide_stem(slide)}.h5", "w", track_order=False) as f:
                 f.create_dataset("features", data=feats.astype(dtype, copy=False), track_times=False)
@@ -201,12 +285,14 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
     _write_zip_csv(root.table(cohort), f"{study(cohort)}_all_clean.csv", table)
 
     root.truth(cohort).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"case_id": case_ids, "true_risk": np.round(eta, 6)}).to_csv(root.truth(cohort), index=False, lineterminator="\n")
+    truth = pd.DataFrame({"case_id": case_ids, "true_risk": np.round(eta, 6)})
+    if scenario_name != DEFAULT_SCENARIO:  # the default's truth files keep their bytes
+        truth["carried_by"] = sc.carried_by
+    truth.to_csv(root.truth(cohort), index=False, lineterminator="\n")
 
     event = 1 - censored
-    bins = assign_bins(time, fit_bin_edges(time, event))
     test_events = []
-    for k, (train, val) in enumerate(make_splits(case_ids, event, bins, n_folds=N_FOLDS, seed=seed)):
+    for k, (train, val) in enumerate(_folds(case_ids, time, censored, seed)):
         write_split(root.split(cohort, k), train, val)
         test_events.append(int(event[np.isin(case_ids, val)].sum()))
     return {"cohort": cohort, "patients": n, "slides": int(n_slides.sum()), "censoring": float(censored.mean()),
@@ -214,14 +300,18 @@ def synth_cohort(root: DataRoot, cohort: str, seed: int, scale: float, min_test_
 
 
 def params(seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE, min_test_events: int = MIN_TEST_EVENTS,
-           dim: int = FEATURE_DIM, patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32") -> dict:
-    """What synth.json records besides the cohorts: everything that decides the files (width, bag sizes and dtype
-    only when they are not the defaults, so a default root keeps its bytes)."""
+           dim: int = FEATURE_DIM, patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32",
+           scenario_name: str = DEFAULT_SCENARIO, prognostic_fraction: float | None = None) -> dict:
+    """What synth.json records besides the cohorts: everything that decides the files (width, bag sizes, dtype and
+    scenario only when they are not the defaults, so a default root keeps its bytes)."""
+    sc = scenario(scenario_name, prognostic_fraction)
     return {"generator": "bench.data.synth", "version": GENERATOR_VERSION, "seed": seed, "scale": scale,
             "min_test_events": min_test_events, "censoring_share": CENSORING_SHARE,
             **({"dim": dim} if dim != FEATURE_DIM else {}),
             **({"patches_per_slide": list(patches_per_slide)} if tuple(patches_per_slide) != PATCHES_PER_SLIDE else {}),
-            **({"dtype": dtype} if dtype != "float32" else {})}
+            **({"dtype": dtype} if dtype != "float32" else {}),
+            **({"scenario": scenario_name} if scenario_name != DEFAULT_SCENARIO else {}),
+            **({"prognostic_fraction": sc.fraction} if scenario_name == "sparse" else {})}
 
 
 def is_default(recorded: dict) -> bool:
@@ -250,18 +340,23 @@ def ensure_synthetic(root: Path, rewrite_stale: bool = False, log=print) -> None
 
 def synthesize(out: Path, cohorts=COHORTS, seed: int = DEFAULT_SEED, scale: float = DEFAULT_SCALE,
                min_test_events: int = MIN_TEST_EVENTS, log=print, dim: int = FEATURE_DIM,
-               patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32") -> list[dict]:
-    """Write the synthetic data root: signatures, then each cohort; records the parameters used."""
+               patches_per_slide: tuple[int, int] = PATCHES_PER_SLIDE, dtype: str = "float32",
+               scenario_name: str = DEFAULT_SCENARIO, prognostic_fraction: float | None = None) -> list[dict]:
+    """Write the synthetic data root: signatures, then each cohort; records the parameters used (synth.json, last,
+    so its presence means the root is complete)."""
+    recorded = {**params(seed, scale, min_test_events, dim, patches_per_slide, dtype, scenario_name,
+                         prognostic_fraction), "cohorts": list(cohorts)}
     root = DataRoot(Path(out))
     root.root.mkdir(parents=True, exist_ok=True)
+    (root.root / "synth.json").unlink(missing_ok=True)
     _signatures().to_csv(root.signatures, index=False, lineterminator="\n")
     summaries = []
     for cohort in cohorts:
-        s = synth_cohort(root, cohort, seed, scale, min_test_events, dim, patches_per_slide, dtype)
+        s = synth_cohort(root, cohort, seed, scale, min_test_events, dim, patches_per_slide, dtype, scenario_name,
+                         prognostic_fraction)
         log(f"  synth {study(cohort):12s} {s['patients']:4d} patients  {s['slides']:4d} slides  {s['patches']:6d} patches  "
             f"censoring {s['censoring']:.3f} (target {synthetic_censoring(cohort):.3f}, real {SPECS[cohort].censoring:.3f})  "
             f"deaths per test fold {min(s['test_events'])}-{max(s['test_events'])}  oracle C {s['oracle_c_index']:.3f}")
         summaries.append(s)
-    recorded = {**params(seed, scale, min_test_events, dim, patches_per_slide, dtype), "cohorts": list(cohorts)}
     (root.root / "synth.json").write_text(json.dumps(recorded, indent=1) + "\n")
     return summaries
