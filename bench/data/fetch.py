@@ -1,4 +1,4 @@
-"""Download the public TCGA tables, signature list and MCAT splits, each pinned by checksum.
+"""Download the public TCGA tables, signature list, MCAT splits and MCAT's per-fold results, each pinned by checksum.
 
 Every file comes from a fixed upstream commit (`sources.json`) at
 `https://raw.githubusercontent.com/<owner>/<repo>/<commit>/<path>`, or, with `--mirror BASE`, from
@@ -9,7 +9,9 @@ download only what is missing or wrong. Only urllib is used.
 
 Checksums: sha256 for the tables and `signatures.csv` (from SOURCES.md), sha256 for the 25 split
 files read from the repository's `splits/MANIFEST.sha256`, and the git blob id where only that is
-known (the BRCA and GBMLGG `sig` tables, whose sha256 was never observed).
+known (the BRCA and GBMLGG `sig` tables, whose sha256 was never observed). MCAT's released per-fold
+val C-indices (`bench.data.published`) are pinned by sha256 and git blob id and land in
+`<root>/published/mcat/<experiment>/summary_latest_tcga_<cohort>.csv`, for the report's paired comparisons.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import bench
+from bench.data import published
 from bench.data.layout import COHORTS, N_FOLDS, TABLE_VARIANTS, DataRoot, parse_cohorts
 from bench.errors import BenchError, cli_main
 
@@ -103,7 +106,10 @@ def read_split_manifest(path: Path) -> dict[str, str]:
 
 
 def plan(out: Path, cohorts: Iterable[str], variants: Iterable[str] = TABLE_VARIANTS) -> list[Remote]:
-    """The files to fetch for these cohorts and table variants, with their expected checksums."""
+    """The files to fetch for these cohorts and table variants, with their expected checksums.
+
+    MCAT's per-fold results come for every cohort whatever the variants: they are small and table-free.
+    """
     cohorts, variants = list(cohorts), list(variants)
     src = json.loads(SOURCES.read_text())
     repos = src["repos"]
@@ -132,6 +138,13 @@ def plan(out: Path, cohorts: Iterable[str], variants: Iterable[str] = TABLE_VARI
         table = src["tables"][v]
         for c in cohorts:
             remotes.append(remote(root.table(c, v), table, table["path"].format(cohort=c), table["files"][c]))
+
+    results = src["published"]
+    for experiment in published.MODELS.values():
+        for c in cohorts:
+            path = results["path"].format(experiment=experiment, cohort=c)
+            dest = published.summary_path(root.root / published.SUBDIR, experiment, c)
+            remotes.append(remote(dest, results, path, results["files"][experiment][c]))
     return remotes
 
 

@@ -5,6 +5,7 @@
     <root>/splits/5foldcv/tcga_<cohort>/splits_<k>.csv    k = 0..4
     <root>/features/tcga_<cohort>/h5_files/<slide stem>.h5  (or pt_files/<slide stem>.pt)
     <root>/truth/tcga_<cohort>.csv                        synthetic only: case_id, true_risk
+    <root>/published/mcat/<experiment>/summary_latest_tcga_<cohort>.csv   fetched: MCAT's per-fold C (bench.data.published)
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ from bench.errors import BenchError, cli_main
 MCAT = "mahmoodlab/MCAT/b9cca63be83c67de7f95308d54a58f80b78b0da1"
 PORPOISE = "mahmoodlab/PORPOISE/3390dc40e15995ba852d7a561faf0e996cf20501"
 REPO = Path(__file__).resolve().parents[2]
+RESULTS = "reference_results/mcat_iccv2021"  # SOURCES.md: results/ICCV/<e>/tcga_<c>_<e>_s1/summary_latest.csv, renamed
+EXPERIMENTS = ("MCATsm_nll_surv_a0.0_5foldcv_gc32_concat", "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig",
+               "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig_concat", "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig")
+PER_COHORT = 5 + 2 + len(EXPERIMENTS)  # splits, the two table variants, the published per-fold files
 
 
 def sha256(path: Path) -> str:
@@ -39,11 +43,14 @@ def git_blob(path: Path) -> str:
 
 
 def shared_file(shared: Path, rel: str) -> Path:
-    """Where a data-root file (`tables/<v>/tcga_<c>_...`, `splits/...`, `signatures.csv`) lies in ../shared/data."""
+    """Where a data-root file (`tables/<v>/tcga_<c>_...`, `splits/...`, `published/mcat/<e>/...`,
+    `signatures.csv`) lies in ../shared/data."""
     parts = rel.split("/")
     if parts[0] == "tables":
         cohort = parts[2].split("_")[1]
         return shared / "tcga" / cohort / parts[1] / parts[2]
+    if parts[0] == "published":
+        return shared / RESULTS / parts[2] / parts[3]
     return shared / rel
 
 
@@ -53,7 +60,8 @@ def files_under(root: Path) -> list[Path]:
 
 @pytest.fixture
 def mirror(tmp_path, shared_data) -> Path:
-    """A GitHub-raw-shaped folder of symlinks into ../shared/data (BRCA/GBMLGG `sig` absent, as upstream here)."""
+    """A GitHub-raw-shaped folder of symlinks into ../shared/data (BRCA/GBMLGG `sig` absent, as upstream here),
+    with MCAT's per-fold results under their upstream names."""
     root = tmp_path / "mirror"
     mcat, porpoise = root / MCAT, root / PORPOISE
     (mcat / "datasets_csv_sig").mkdir(parents=True)
@@ -64,6 +72,12 @@ def mirror(tmp_path, shared_data) -> Path:
         (mcat / "datasets_csv_sig" / table.name).symlink_to(table)
     for table in (shared_data / "tcga").glob("*/mutsig/*.zip"):
         (porpoise / "datasets_csv_mutsig" / table.name).symlink_to(table)
+    for experiment in EXPERIMENTS:
+        for summary in (shared_data / RESULTS / experiment).glob("summary_latest_tcga_*.csv"):
+            study = summary.stem.removeprefix("summary_latest_")
+            run = mcat / "results" / "ICCV" / experiment / f"{study}_{experiment}_s1"
+            run.mkdir(parents=True)
+            (run / "summary_latest.csv").symlink_to(summary)
     return root
 
 
@@ -103,7 +117,7 @@ def server(mirror):
 def test_fetch_three_cohorts_over_http_matches_shared_files(tmp_path, server, shared_data):
     out, lines = tmp_path / "data", []
     results = fetch(out, ["blca", "luad", "ucec"], mirror=server.base, log=lines.append)
-    assert len(results) == 1 + 3 * 5 + 3 * 2
+    assert len(results) == 1 + 3 * PER_COHORT
     assert {r.status for r in results} == {"downloaded"}
     assert len(server.requests) == len(results)
     for r in results:
@@ -113,6 +127,7 @@ def test_fetch_three_cohorts_over_http_matches_shared_files(tmp_path, server, sh
     assert (out / "tables" / "sig" / "tcga_luad_all_clean.csv.zip").is_file()
     assert (out / "tables" / "mutsig" / "tcga_blca_all_clean.csv.zip").is_file()
     assert (out / "splits" / "5foldcv" / "tcga_ucec" / "splits_4.csv").is_file()
+    assert (out / "published" / "mcat" / EXPERIMENTS[0] / "summary_latest_tcga_blca.csv").is_file()
     assert files_under(out) == sorted(r.dest for r in results)  # no temp files left
     assert len(lines) == len(results) and all(line.startswith("downloaded") for line in lines)
     assert "2,964,172 bytes" in "\n".join(lines)  # BLCA sig size on its progress line
@@ -121,23 +136,28 @@ def test_fetch_three_cohorts_over_http_matches_shared_files(tmp_path, server, sh
 def test_rerun_downloads_nothing_and_replaces_only_what_is_missing_or_bad(tmp_path, server):
     out = tmp_path / "data"
     first = fetch(out, ["ucec"], mirror=server.base, log=lambda _: None)
-    assert len(server.requests) == len(first) == 8
+    assert len(server.requests) == len(first) == 1 + PER_COHORT
 
     lines = []
     again = fetch(out, ["ucec"], mirror=server.base, log=lines.append)
-    assert len(server.requests) == 8
+    assert len(server.requests) == 1 + PER_COHORT
     assert {r.status for r in again} == {"verified"}
     assert all(line.startswith("already verified") for line in lines)
 
     (out / "splits" / "5foldcv" / "tcga_ucec" / "splits_2.csv").unlink()
     good = (out / "signatures.csv").read_bytes()
     (out / "signatures.csv").write_bytes(good[:-1] + b"!")
+    summary = out / "published" / "mcat" / EXPERIMENTS[3] / "summary_latest_tcga_ucec.csv"
+    released = summary.read_bytes()
+    summary.write_bytes(released.replace(b"0.", b"1.", 1))  # a per-fold C edited by hand
     lines.clear()
     third = fetch(out, ["ucec"], mirror=server.base, log=lines.append)
-    assert len(server.requests) == 10
-    assert sorted(r.dest.name for r in third if r.status == "downloaded") == ["signatures.csv", "splits_2.csv"]
-    assert (out / "signatures.csv").read_bytes() == good
+    assert len(server.requests) == 1 + PER_COHORT + 3
+    assert sorted(r.dest.name for r in third if r.status == "downloaded") == [
+        "signatures.csv", "splits_2.csv", "summary_latest_tcga_ucec.csv"]
+    assert (out / "signatures.csv").read_bytes() == good and summary.read_bytes() == released
     assert any(line.startswith("re-downloading") and "signatures.csv" in line for line in lines)
+    assert any(line.startswith("re-downloading") and EXPERIMENTS[3] in line for line in lines)
 
 
 def test_tampered_file_is_rejected_named_and_not_kept(tmp_path, server, mirror):
@@ -155,9 +175,9 @@ def test_tampered_file_is_rejected_named_and_not_kept(tmp_path, server, mirror):
     assert hashlib.sha256(bytes(data)).hexdigest() in msg  # actual
     dest_dir = out / "tables" / "mutsig"
     assert files_under(dest_dir) == []
-    statuses = {r.dest.name: r.status for r in info.value.results}
-    assert statuses.pop("tcga_ucec_all_clean.csv.zip") == "failed"
-    assert set(statuses.values()) == {"downloaded"} and len(statuses) == 6  # the verified files are kept
+    statuses = {r.dest.relative_to(out).as_posix(): r.status for r in info.value.results}
+    assert statuses.pop("tables/mutsig/tcga_ucec_all_clean.csv.zip") == "failed"
+    assert set(statuses.values()) == {"downloaded"} and len(statuses) == 10  # the verified files are kept
     assert all(r.dest.is_file() for r in info.value.results if r.status == "downloaded")
 
 
@@ -179,7 +199,7 @@ def test_missing_file_is_a_404_naming_the_url(tmp_path, server):
     url = f"{server.base}/{MCAT}/datasets_csv_sig/tcga_brca_all_clean.csv.zip"
     assert url in str(info.value)
     assert not (out / "tables" / "sig" / "tcga_brca_all_clean.csv.zip").exists()
-    assert len(files_under(out)) == 6  # signatures + 5 BRCA splits verified and kept
+    assert len(files_under(out)) == 10  # signatures, 5 BRCA splits and 4 per-fold results verified and kept
 
 
 def test_offline_without_mirror_says_to_use_mirror(tmp_path, monkeypatch, capsys):
@@ -200,7 +220,7 @@ def test_offline_without_mirror_says_to_use_mirror(tmp_path, monkeypatch, capsys
 def test_local_folder_mirror(tmp_path, mirror, shared_data, as_uri):
     base = mirror.as_uri() if as_uri else str(mirror)
     results = fetch(tmp_path / "data", ["ucec"], mirror=base, log=lambda _: None)
-    assert [r.status for r in results] == ["downloaded"] * 8
+    assert [r.status for r in results] == ["downloaded"] * (1 + PER_COHORT)
     table = tmp_path / "data" / "tables" / "sig" / "tcga_ucec_all_clean.csv.zip"
     assert sha256(table) == sha256(shared_data / "tcga" / "ucec" / "sig" / table.name)
 
@@ -217,8 +237,8 @@ def test_module_cli_fetches_from_a_folder_mirror(tmp_path, mirror):
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("downloaded  ") == 7
-    assert "7 files verified" in proc.stdout
+    assert proc.stdout.count("downloaded  ") == 11
+    assert "11 files verified" in proc.stdout
     assert (out / "tables" / "mutsig" / "tcga_ucec_all_clean.csv.zip").is_file()
     assert not (out / "tables" / "sig").exists()
 
@@ -241,7 +261,7 @@ def test_bad_options_are_clear_errors(tmp_path):
 
 def test_manifest_matches_shared_files_and_sources_md(tmp_path, shared_data):
     remotes = plan(tmp_path, COHORTS, TABLE_VARIANTS)
-    assert len(remotes) == 1 + 5 * 5 + 5 * 2
+    assert len(remotes) == 1 + 5 * PER_COHORT
     sources_md = (shared_data / "SOURCES.md").read_text()
     checked = 0
     for r in remotes:
@@ -252,12 +272,17 @@ def test_manifest_matches_shared_files_and_sources_md(tmp_path, shared_data):
             assert any(r.digests["git_blob"] in line and rel.split("/")[-1] in line for line in sources_md.splitlines())
             continue
         assert r.digests["sha256"] == sha256(local), rel
-        if "git_blob" in r.digests:
+        if rel.startswith("published/"):  # SOURCES.md lists no checksums for these; the shared copies pin them
+            experiment, study = rel.split("/")[2], local.stem.removeprefix("summary_latest_")
+            upstream = f"results/ICCV/{experiment}/{study}_{experiment}_s1/summary_latest.csv"
+            assert r.url("BASE") == f"BASE/{MCAT}/{upstream}", rel
+            assert r.digests["git_blob"] == git_blob(local) and r.size == local.stat().st_size, rel
+        elif "git_blob" in r.digests:
             assert r.digests["git_blob"] == git_blob(local), rel
             pinned = (r.digests["git_blob"], r.digests["sha256"])
             assert any(all(d in line for d in pinned) for line in sources_md.splitlines()), rel
         checked += 1
-    assert checked == 34
+    assert checked == 34 + 5 * len(EXPERIMENTS)
 
     prefixes = dict(re.findall(r"^\s*- (blca|brca|gbmlgg|luad|ucec): ((?:[0-9a-f]{8} ?){5})$", sources_md, re.M))
     assert sorted(prefixes) == sorted(COHORTS)
