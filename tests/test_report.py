@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 from matplotlib.image import imread
 from scipy import stats as sps
 
+from bench import stats
+from bench.data import published
 from bench.report import analysis, figures, main, store, tables
 from bench.errors import BenchError, cli_main
 from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
@@ -158,32 +161,79 @@ def test_caption_gives_each_cohorts_range_of_test_events():
     assert f"Events per test fold: {', '.join(spans)};" in caption
 
 
-def paper_profile_table(profile: str, epochs: int, data: str = "tcga") -> analysis.CIndexTable:
-    runs, preds = frames({"mcat": 1.0, "snn": 0.5}, protocol="paper", data=data, folds=3)
-    return analysis.cindex_table(analysis.analyse(runs.assign(profile=profile, epochs=str(epochs)), preds, n_boot=200))
+def made_up_published(cohorts=("blca",), folds=5) -> pd.DataFrame:
+    """MCAT's release as `read_published` returns it, made up: label i, fold k -> C = 0.5 + 0.05 i + 0.01 k."""
+    return pd.DataFrame([{"label": label, "experiment": experiment, "cohort": cohort, "fold": k,
+                          "c_index": 0.5 + 0.05 * i + 0.01 * k}
+                         for i, (label, experiment) in enumerate(published.MODELS.items())
+                         for cohort in cohorts for k in range(folds)], columns=published.COLUMNS)
 
 
-def test_published_rows_only_beside_a_paper_protocol_tcga_table():
-    paper = paper_profile_table("paper", 20)
-    assert "MCAT — published (MCAT release)" in paper.rows and "published (MCAT release)" in paper.caption
-    assert paper.cells[("MCAT — published (MCAT release)", "blca")][:2] == (0.6243, 0.0342)
-    assert analysis.ORACLE not in paper.rows
-    nested = analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="nested", data="tcga", folds=3))
-    synthetic = paper_profile_table("paper", 20, data="synthetic")
-    for table in (nested, synthetic):
-        assert not any("published" in r for r in table.rows) and analysis.PUBLISHED_LABEL not in table.caption
-    assert analysis.ORACLE in synthetic.rows and synthetic.cells[(analysis.ORACLE, "blca")][:2] == (0.75, 0.0)
-
-
-def test_published_rows_only_beside_the_paper_profiles_epochs_and_the_paper_caption_says_what_it_does():
-    """20-epoch published numbers never sit beside a 4-epoch run; the paper caption names its optimism."""
-    for profile, epochs in (("quick", 4), ("paper", 4)):  # --epochs 4 under the paper profile is not it either
-        table = paper_profile_table(profile, epochs)
-        assert not any("published" in r for r in table.rows)
-        assert f"not shown: they trained 20 epochs (profile paper), these runs {epochs} (profile {profile})" in table.caption
-    caption = paper_profile_table("paper", 20).caption
+def test_paper_caption_says_what_the_protocol_does():
+    caption = analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3)).caption
     assert "bins cut on the whole cohort including the scored fold" in caption and "the last epoch scored" in caption
     assert "whole cohort" not in analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3)).caption
+
+
+@pytest.mark.parametrize("protocol", ["nested", "paper"])
+def test_published_rows_from_the_per_fold_files_under_any_protocol(protocol):
+    """Beside quick-profile runs too (the frames' profile): the caption states the published protocol instead."""
+    runs, preds = frames({"mcat": 1.0, "snn": 0.5}, cohorts=("blca", "luad"), protocol=protocol, data="tcga", folds=3)
+    release = made_up_published(cohorts=("blca", "luad", "ucec"))
+    res = analysis.analyse(runs, preds, n_boot=50, published=release)
+    table = analysis.cindex_table(res)
+    labels = [f"{name} — published (MCAT release)" for name in published.MODELS]
+    assert table.rows == ["MCAT", "SNN", *labels]
+    # the folds the runs have (0-2), the cohorts the table has: AMIL (i = 1) 0.55, 0.56, 0.57
+    mu, sd, bold, worse = table.cells[(labels[1], "luad")]
+    assert (mu, sd) == pytest.approx((0.56, np.std([0.55, 0.56, 0.57]))) and not (bold or worse)
+    assert table.overall[labels[1]] == pytest.approx(0.56) and labels[1] not in table.rank
+    caption = table.caption
+    assert "after the last (20th) epoch, bins cut on the whole cohort, one seed" in caption
+    assert "not rerun here" in caption and "no patient-level predictions were released" in caption
+    assert "Holm-corrected over those 16 comparisons as a family of their own" in caption
+    assert "all 2 pairwise comparisons of our models in pairwise_tests.csv" in caption
+
+    pw = res.pairwise
+    assert pw["comparison"].value_counts().to_dict() == {"ours": 2, "published": 16}  # 2 cohorts x 2 ours x 4
+    ours, theirs = pw[pw["comparison"] == "ours"], pw[pw["comparison"] == "published"]
+    assert theirs[["cohort", "model_a", "model_b"]].values.tolist()[:5] == [
+        ["blca", "mcat", "MCAT"], ["blca", "snn", "MCAT"], ["blca", "mcat", "AMIL"], ["blca", "snn", "AMIL"],
+        ["blca", "mcat", "AMIL+SNN"]]
+    assert theirs[["pooled_diff", "boot_ci_low", "boot_ci_high", "boot_p"]].isna().all().all()
+    assert (theirs["n_folds"] == 3).all() and (theirs["df"] == 2).all()
+    assert ours["holm_p"].tolist() == pytest.approx(stats.holm(ours["t_corrected_p"]).tolist())  # its own family
+    assert theirs["holm_p"].tolist() == pytest.approx(stats.holm(theirs["t_corrected_p"]).tolist())
+    mcat_blca = res.scores[(res.scores["model"] == "mcat") & (res.scores["cohort"] == "blca")]["c_index"].to_numpy()
+    first = theirs.iloc[0]
+    assert first["mean_diff"] == pytest.approx(np.mean(mcat_blca - [0.50, 0.51, 0.52]))
+
+
+def test_published_rows_only_beside_tcga_runs_and_the_caption_says_how_to_get_them():
+    synthetic = analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3))
+    assert not any("published" in r for r in synthetic.rows) and "bench.data fetch" not in synthetic.caption
+    assert analysis.ORACLE in synthetic.rows and synthetic.cells[(analysis.ORACLE, "blca")][:2] == (0.75, 0.0)
+    runs, preds = frames({"mcat": 1.0, "snn": 0.5}, data="tcga", folds=3)
+    none_found = analysis.analyse(runs, preds, n_boot=50, published=made_up_published().iloc[:0])
+    table = analysis.cindex_table(none_found)
+    assert not any("published" in r for r in table.rows) and analysis.ORACLE not in table.rows
+    assert "`python -m bench.data fetch --out <data root>` downloads them" in table.caption
+    assert none_found.pairwise["comparison"].tolist() == ["ours"]
+
+
+def test_paired_test_against_a_published_model_is_the_corrected_t_test_by_hand():
+    """Our per-fold C (two seeds, averaged within a fold) against a published one on the same five folds."""
+    ours = pd.DataFrame({"seed": [1] * 5 + [2] * 5, "fold": list(range(5)) * 2, "n_train": 80, "n_test": 20,
+                         "c_index": [0.70, 0.64, 0.69, 0.61, 0.66, 0.68, 0.66, 0.65, 0.63, 0.62]})
+    theirs = pd.DataFrame({"fold": range(5), "c_index": [0.62, 0.60, 0.66, 0.58, 0.65]})
+    row = analysis.published_comparison(ours, theirs)
+    d = np.array([0.69, 0.65, 0.67, 0.62, 0.64]) - theirs["c_index"].to_numpy()  # seed means minus published
+    k = 5
+    t = d.mean() / math.sqrt((1 / k + 20 / 80) * d.var(ddof=1))
+    assert row["t_corrected_p"] == pytest.approx(2 * sps.t.sf(abs(t), k - 1), rel=1e-9)
+    assert (row["n_folds"], row["n_seeds"], row["df"]) == (5, 2, 4.0) and row["mean_diff"] == pytest.approx(d.mean())
+    assert row["wilcoxon_p"] == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert all(math.isnan(row[c]) for c in ("pooled_diff", "boot_ci_low", "boot_ci_high", "boot_p"))
 
 
 def test_a_cell_with_missing_folds_says_how_many_it_has(tmp_path):
@@ -247,18 +297,6 @@ def test_cohorts_differ_in_their_own_features_and_table_variant_without_a_mix():
     assert "precision: bf16 (1 run, e.g. d), fp32 (3 runs, e.g. a, b, c)" in store.mixed_settings(runs)
 
 
-def test_published_constant_matches_the_released_files(shared_data):
-    source = shared_data / "reference_results" / "mcat_iccv2021"
-    folders = {"MCAT": "MCATsm_nll_surv_a0.0_5foldcv_gc32_concat", "AMIL": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig",
-               "SNN": "SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig", "AMIL+SNN": "AMILsm_nll_surv_a0.0_5foldcv_gc32_sig_concat"}
-    assert set(folders) == set(analysis.PUBLISHED_MCAT)
-    for name, folder in folders.items():
-        table = pd.read_csv(source / folder / "cindex.csv").set_index("Project")
-        for cohort, (mean, std) in analysis.PUBLISHED_MCAT[name].items():
-            assert mean == pytest.approx(table.loc[cohort, "Val C-Index (Mean)"], abs=5e-5)
-            assert std == pytest.approx(table.loc[cohort, "Val C-Index (STD)"], abs=5e-5)
-
-
 def test_figures_exist_decode_and_have_fixed_pixel_sizes(tmp_path):
     res = analysed({"abmil": 1.0, "ghanet": 2.0, "snn": 0.2}, cohorts=("blca", "luad"), n=40, folds=3)
     files = figures.write_figures(res, tmp_path)
@@ -295,13 +333,15 @@ def new_store(path) -> str:
     return f"sqlite:///{path}"
 
 
-def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), folds=3) -> str:
-    """A sqlite MLflow store laid out as bench.run writes it: parent runs with FINISHED fold children."""
+def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), folds=3, data="synthetic",
+                   data_root: str | None = None) -> str:
+    """A sqlite MLflow store laid out as bench.run writes it: parent runs with FINISHED fold children in the
+    experiment `<data>-nested`, tagged `data_root` when given."""
     from mlflow.tracking import MlflowClient
 
     uri = new_store(root / "mlflow.db")
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("synthetic-nested", artifact_location=(root / "artifacts").as_uri(),
+    exp = client.create_experiment(f"{data}-nested", artifact_location=(root / "artifacts").as_uri(),
                                    tags={"mlflow.experimentKind": "custom_model_development"})
     for c, cohort in enumerate(cohorts):
         for m, model in enumerate(models):
@@ -309,8 +349,9 @@ def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), f
             for k, table in enumerate(fold_predictions(c, 30, folds, 1.0 + m, m)):
                 run = client.create_run(exp, tags={
                     RUN_KIND: "fold", "mlflow.parentRunId": parent.info.run_id, "model": model, "cohort": cohort,
-                    "fold": str(k), "protocol": "nested", "data": "synthetic", "seed": "1", "split_sha256": "0" * 64,
-                    "git_commit": "test", "trials": "2", "profile": "quick"})
+                    "fold": str(k), "protocol": "nested", "data": data, "seed": "1", "split_sha256": "0" * 64,
+                    "git_commit": "test", "trials": "2", "profile": "quick",
+                    **({"data_root": data_root} if data_root else {})})
                 test = table[table["split"] == "test"]
                 client.log_metric(run.info.run_id, "c_index", 0.6)
                 client.log_metric(run.info.run_id, "oracle_c_index", 0.7 + 0.01 * k)
@@ -383,6 +424,60 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     client.set_terminated(mixed.info.run_id)
     assert cli_main(main)(["--tracking-uri", uri, "--experiment", "synthetic-nested", "--out", str(out)]) == 2
     assert "mixes fold runs with protocol nested, paper" in capsys.readouterr().err
+
+
+def write_release(folder, cohorts=("blca", "luad")) -> None:
+    """Per-fold files in MCAT's format under `folder` (a folder of experiments), from `made_up_published`."""
+    for (experiment, cohort), part in made_up_published(cohorts).groupby(["experiment", "cohort"]):
+        path = published.summary_path(folder, experiment, cohort)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.rename(columns={"fold": "folds", "c_index": "val_cindex"})[["folds", "val_cindex"]].to_csv(path)
+
+
+def test_report_cli_on_tcga_runs_adds_the_release_from_the_runs_data_root_or_published(tmp_path, capsys):
+    """Fold runs tagged data=tcga and data_root: the release under that root gives the published rows and the
+    published comparisons; without it the caption says how to fetch it, and --published points elsewhere."""
+    root = tmp_path / "tcga"
+    write_release(root / "published" / "mcat")
+    uri = populate_store(tmp_path, data="tcga", data_root=str(root))
+    out = tmp_path / "results"
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "cindex_table.csv").set_index("Model")
+    labels = [f"{name} — published (MCAT release)" for name in published.MODELS]
+    assert table.index.tolist() == ["ABMIL", "G-HANet", *labels]
+    assert table.loc["SNN — published (MCAT release)", "BLCA"] == "0.660 ± 0.008"  # folds 0-2 of 0.65 + 0.01 k
+    md = (out / "cindex_table.md").read_text(encoding="utf-8")
+    assert "after the last (20th) epoch, bins cut on the whole cohort, one seed" in md
+    pairwise = pd.read_csv(out / "pairwise_tests.csv")
+    mine = pairwise[pairwise["comparison"] == "ours"]
+    assert mine[["cohort", "model_a", "model_b"]].values.tolist() == [["blca", "abmil", "ghanet"],
+                                                                      ["luad", "abmil", "ghanet"]]
+    theirs = pairwise[pairwise["comparison"] == "published"]
+    assert len(theirs) == 2 * 2 * 4 and set(theirs["model_b"]) == set(published.MODELS)
+    assert (theirs["n_folds"] == 3).all() and theirs["t_corrected_p"].between(0, 1).all()
+    assert theirs["boot_p"].isna().all() and theirs["holm_p"].between(0, 1).all()
+
+    shutil.rmtree(root / "published")
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 0
+    assert pd.read_csv(out / "cindex_table.csv")["Model"].tolist() == ["ABMIL", "G-HANet"]
+    assert "`python -m bench.data fetch --out <data root>` downloads them" in (out / "cindex_table.md").read_text(
+        encoding="utf-8")
+    assert set(pd.read_csv(out / "pairwise_tests.csv")["comparison"]) == {"ours"}
+
+    elsewhere = tmp_path / "release"  # a folder of experiments itself, as the shared copy is laid out
+    write_release(elsewhere, cohorts=("blca",))
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out), "--published", str(elsewhere)]) == 0
+    table = pd.read_csv(out / "cindex_table.csv", keep_default_na=False).set_index("Model")
+    assert table.loc["MCAT — published (MCAT release)"].tolist()[:2] == ["0.510 ± 0.008", "n/a"]  # BLCA, LUAD
+    capsys.readouterr()
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out), "--published", str(tmp_path / "none")]) == 2
+    assert "no MCAT per-fold file for blca, luad there" in " ".join(capsys.readouterr().err.split())
+
+
+def test_report_cli_refuses_published_beside_synthetic_runs(tmp_path, capsys):
+    uri = populate_store(tmp_path, cohorts=("blca",))
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(tmp_path / "r"), "--published", str(tmp_path)]) == 2
+    assert "compared with tcga runs only" in " ".join(capsys.readouterr().err.split())
 
 
 def test_report_cli_refuses_missing_and_empty_stores(tmp_path, capsys):

@@ -1,9 +1,11 @@
 """Statistics per cohort and the C-index table's decisions, from the DataFrames `bench.report.store` reads.
 
 `analyse` scores every fold, pools the out-of-fold C, forms the KM risk groups and runs every pairwise test.
-`cindex_table` decides the marks (bold: best mean per cohort; †: worse than that best by the Holm-corrected
-test) and the extra rows (oracle, MCAT's published numbers). The captions live here too: a caption states
-what a table rests on (protocol, folds, seeds, tests, mixed settings), and `CIndexTable` carries its own.
+With MCAT's released per-fold C-indices (`bench.data.published`, tcga runs only), each of our models is also
+tested against each published model on the same folds. `cindex_table` decides the marks (bold: best mean per
+cohort; †: worse than that best by the Holm-corrected test among our models) and the extra rows (oracle, MCAT's
+published numbers). The captions live here too: a caption states what a table rests on (protocol, folds,
+seeds, tests, mixed settings), and `CIndexTable` carries its own.
 """
 
 from __future__ import annotations
@@ -14,32 +16,19 @@ import numpy as np
 import pandas as pd
 
 from bench import stats
+from bench.data import published as mcat_release
 from bench.data.layout import COHORTS
-from bench.profiles import PROFILES
 from bench.report.store import mixed_settings
 
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
 
 DISPLAY = {"ghanet": "G-HANet", "abmil": "ABMIL", "transmil": "TransMIL", "snn": "SNN", "mcat": "MCAT",
-           "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet", "motcat": "MOTCat", "cmta": "CMTA"}
+           "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet", "motcat": "MOTCat", "cmta": "CMTA",
+           "clinical": "Clinical Cox", "clinical_coxnet": "Clinical+CoxNet", "clinical_site": "Clinical Cox+site"}
 ORACLE = "oracle (true risk)"
 PUBLISHED_LABEL = "published (MCAT release)"
-# MCAT's released mean and population std of the 5-fold val C-index, cohorts BLCA/BRCA/GBMLGG/LUAD/UCEC.
-# Source: mahmoodlab/MCAT commit b9cca63, results/ICCV/<experiment>/cindex.csv, columns "Val C-Index (Mean)"
-# and "Val C-Index (STD)"; experiments MCATsm_nll_surv_a0.0_5foldcv_gc32_concat, AMILsm_nll_surv_a0.0_
-# 5foldcv_gc32_sig (WSI only), AMILsm_nll_surv_a0.0_5foldcv_gc32_sig_concat (AMIL+SNN, model abmil_snn) and
-# SNNsm_nll_surv_a0.0_reg1e-04_5foldcv_gc32_sig. Rounded to 4 decimals.
-PUBLISHED_MCAT = {
-    "MCAT": {"blca": (0.6243, 0.0342), "brca": (0.5801, 0.0692), "gbmlgg": (0.8174, 0.0214),
-             "luad": (0.6201, 0.0325), "ucec": (0.6219, 0.0194)},
-    "AMIL": {"blca": (0.5362, 0.0385), "brca": (0.5644, 0.0503), "gbmlgg": (0.7870, 0.0278),
-             "luad": (0.5593, 0.0602), "ucec": (0.6251, 0.0574)},
-    "AMIL+SNN": {"blca": (0.6049, 0.0455), "brca": (0.5512, 0.0773), "gbmlgg": (0.8162, 0.0111),
-                 "luad": (0.5630, 0.0500), "ucec": (0.6137, 0.0519)},
-    "SNN": {"blca": (0.5407, 0.0157), "brca": (0.4661, 0.0575), "gbmlgg": (0.5984, 0.0541),
-            "luad": (0.5387, 0.0691), "ucec": (0.4932, 0.0962)},
-}
+OURS, PUBLISHED = "ours", "published"  # pairwise_tests.csv `comparison`: our two models, or ours against MCAT's release
 
 
 def display(model: str) -> str:
@@ -63,6 +52,9 @@ class Results:
     pairwise: pd.DataFrame   # per (cohort, model_a, model_b)
     groups: pd.DataFrame     # KM risk groups: test rows of the first seed with `high`
     runs: pd.DataFrame
+    # MCAT's released per-fold C (bench.data.published) on the table's cohorts and folds; None: not looked for
+    # (not tcga data), empty: looked for and not found
+    published: pd.DataFrame | None = None
 
 
 def _logged_mean_std(cell_runs: pd.DataFrame, metric: str) -> tuple[float, float]:
@@ -76,10 +68,40 @@ def _logged_mean_std(cell_runs: pd.DataFrame, metric: str) -> tuple[float, float
     return stats.mean_std(cell_runs[metric])
 
 
-def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT) -> Results:
-    """Per-fold scores, pooled C, KM groups and all pairwise tests, in sorted (cohort, model) order."""
+def _fold_test(paired: stats.FoldDiffs) -> dict:
+    """The per-fold columns of a pairwise_tests.csv row: corrected t-test, mean difference, Wilcoxon p."""
+    test = stats.corrected_ttest(paired.diffs, paired.ratio)
+    finite = paired.diffs[np.isfinite(paired.diffs)]
+    return {"n_folds": finite.size, "n_seeds": paired.n_seeds, "df": test.df,
+            "mean_diff": float(finite.mean()) if finite.size else np.nan, "t_corrected_p": test.p,
+            "t_undefined": test.reason, "wilcoxon_p": stats.wilcoxon_p(paired.diffs)[0]}
+
+
+def published_comparison(ours: pd.DataFrame, theirs: pd.DataFrame) -> dict:
+    """One of our models' `fold_scores` against a published model's per-fold C (fold, c_index) on the same folds.
+
+    The published C of a fold is paired with each of our seeds of that fold, so our C is averaged over seeds
+    within a fold as between our own models, and the t-test's n_test/n_train is our fold runs'. No
+    patient-level predictions were released, so the bootstrap columns are NaN.
+    """
+    theirs_per_seed = ours[["seed", "fold", "n_train", "n_test"]].merge(theirs[["fold", "c_index"]], on="fold")
+    return {**_fold_test(stats.paired_fold_diffs(ours, theirs_per_seed)),
+            "pooled_diff": np.nan, "boot_ci_low": np.nan, "boot_ci_high": np.nan, "boot_p": np.nan}
+
+
+def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT,
+            published: pd.DataFrame | None = None) -> Results:
+    """Per-fold scores, pooled C, KM groups and all pairwise tests, in sorted (cohort, model) order.
+
+    `published`: MCAT's released per-fold C (`bench.data.published.read_published`) for tcga runs; each of
+    our models is then tested against each published model of a cohort on the folds both have, and those
+    tests are Holm-corrected as a family of their own.
+    """
+    cohorts = cohort_order(preds["cohort"])
+    if published is not None:
+        published = published[published["cohort"].isin(cohorts) & published["fold"].isin(runs["fold"].unique())]
     scores, summary, groups, pairwise = [], [], [], []
-    for cohort in cohort_order(preds["cohort"]):
+    for cohort in cohorts:
         pooled = {}
         fold_tables = {}
         for model in sorted(preds.loc[preds["cohort"] == cohort, "model"].unique()):
@@ -105,27 +127,31 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT)
         models = sorted(pooled)
         for i, a in enumerate(models):
             for b in models[i + 1:]:
-                paired = stats.paired_fold_diffs(fold_tables[a], fold_tables[b])
-                test = stats.corrected_ttest(paired.diffs, paired.ratio)
-                finite = paired.diffs[np.isfinite(paired.diffs)]
-                row = {"cohort": cohort, "model_a": a, "model_b": b, "n_folds": finite.size,
-                       "n_seeds": paired.n_seeds, "df": test.df,
-                       "mean_diff": float(finite.mean()) if finite.size else np.nan,
-                       "t_corrected_p": test.p, "t_undefined": test.reason}
+                row = {"cohort": cohort, "model_a": a, "model_b": b, "comparison": OURS,
+                       **_fold_test(stats.paired_fold_diffs(fold_tables[a], fold_tables[b]))}
                 if pooled[a].resampling == pooled[b].resampling:
                     boot = stats.paired_bootstrap(pooled[a], pooled[b])
                     row.update(pooled_diff=boot.diff, boot_ci_low=boot.ci_low, boot_ci_high=boot.ci_high, boot_p=boot.p)
                 else:  # the two models were not scored on the same patients: no pairing is possible
                     row.update(pooled_diff=pooled[a].estimate - pooled[b].estimate,
                                boot_ci_low=np.nan, boot_ci_high=np.nan, boot_p=np.nan)
-                row["wilcoxon_p"] = stats.wilcoxon_p(paired.diffs)[0]
                 pairwise.append(row)
-    columns = ["cohort", "model_a", "model_b", "n_folds", "n_seeds", "df", "mean_diff", "t_corrected_p", "t_undefined",
-               "pooled_diff", "boot_ci_low", "boot_ci_high", "boot_p", "holm_p", "wilcoxon_p"]
+        for label in (mcat_release.MODELS if published is not None else ()):
+            fold_c = published[(published["cohort"] == cohort) & (published["label"] == label)]
+            if len(fold_c):
+                pairwise += [{"cohort": cohort, "model_a": a, "model_b": label, "comparison": PUBLISHED,
+                              **published_comparison(fold_tables[a], fold_c)} for a in models]
+    columns = ["cohort", "model_a", "model_b", "comparison", "n_folds", "n_seeds", "df", "mean_diff", "t_corrected_p",
+               "t_undefined", "pooled_diff", "boot_ci_low", "boot_ci_high", "boot_p", "holm_p", "wilcoxon_p"]
     pw = pd.DataFrame(pairwise, columns=[c for c in columns if c != "holm_p"])
-    pw.insert(columns.index("holm_p"), "holm_p", stats.holm(pw["t_corrected_p"]) if len(pw) else [])
+    holm_p = np.full(len(pw), np.nan)
+    for family in (OURS, PUBLISHED):  # the published comparisons never change the m of our own, nor the † marks
+        members = (pw["comparison"] == family).to_numpy()
+        holm_p[members] = stats.holm(pw.loc[members, "t_corrected_p"])
+    pw.insert(columns.index("holm_p"), "holm_p", holm_p)
     return Results(pd.concat(scores, ignore_index=True), pd.DataFrame(summary), pw,
-                   pd.concat(groups, ignore_index=True), runs)
+                   pd.concat(groups, ignore_index=True), runs,
+                   None if published is None else published.reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- the C-index table
@@ -152,14 +178,6 @@ def experiment_facts(runs: pd.DataFrame) -> dict:
             "folds": sorted(runs["fold"].unique().tolist()), "seeds": sorted(runs["seed"].unique().tolist())}
 
 
-def _paper_profile(facts: dict) -> bool:
-    """The runs used the paper profile's epochs: only then do MCAT's published 20-epoch rows sit beside them.
-
-    The paper protocol tunes nothing, so the profile's trial budget does not apply to it.
-    """
-    return facts["profile"] == "paper" and facts["epochs"] == str(PROFILES["paper"].epochs)
-
-
 def _partial_cells(res: Results) -> dict:
     """(row, cohort) -> `k/n folds` for cells with fewer complete folds (every seed finished) than the table."""
     seeds = res.scores["seed"].nunique()
@@ -177,7 +195,7 @@ def cindex_table(res: Results, alpha: float = SIGNIFICANCE) -> CIndexTable:
     means = s.pivot(index="cohort", columns="model", values="c_mean").reindex(index=cohorts, columns=models)
     stds = s.pivot(index="cohort", columns="model", values="c_std").reindex(index=cohorts, columns=models)
     holm_p = {}
-    for r in res.pairwise.itertuples():
+    for r in res.pairwise[res.pairwise["comparison"] == OURS].itertuples():
         holm_p[(r.cohort, r.model_a, r.model_b)] = holm_p[(r.cohort, r.model_b, r.model_a)] = r.holm_p
     cells = {}
     for cohort in cohorts:
@@ -201,14 +219,17 @@ def cindex_table(res: Results, alpha: float = SIGNIFICANCE) -> CIndexTable:
             cells[(ORACLE, cohort)] = (mu, sd, False, False)
         overall[ORACLE] = float(np.nanmean([cells[(ORACLE, c)][0] for c in cohorts]))
         extra_rows.append(ORACLE)
-    if facts["protocol"] == "paper" and facts["data"] == "tcga" and _paper_profile(facts):
-        for name, values in PUBLISHED_MCAT.items():
-            label = f"{name} — {PUBLISHED_LABEL}"
-            for cohort in cohorts:
-                mu, sd = values.get(cohort, (np.nan, np.nan))
-                cells[(label, cohort)] = (mu, sd, False, False)
-            overall[label] = float(np.nanmean([cells[(label, c)][0] for c in cohorts]))
-            extra_rows.append(label)
+    published = res.published if res.published is not None else pd.DataFrame(columns=mcat_release.COLUMNS)
+    for name in mcat_release.MODELS:
+        fold_c = published[published["label"] == name]
+        if fold_c.empty:
+            continue
+        label = f"{name} — {PUBLISHED_LABEL}"
+        for cohort in cohorts:
+            mu, sd = stats.mean_std(fold_c.loc[fold_c["cohort"] == cohort, "c_index"])
+            cells[(label, cohort)] = (mu, sd, False, False)
+        overall[label] = float(np.nanmean([cells[(label, c)][0] for c in cohorts]))
+        extra_rows.append(label)
     _, fri_p, fri_reason = stats.friedman(means)
     return CIndexTable(rows + extra_rows, cohorts, cells, overall, rank, _caption(res, facts, fri_p, fri_reason, alpha),
                        _partial_cells(res))
@@ -228,10 +249,30 @@ def _events_text(scores: pd.DataFrame) -> str:
             "has a noisy column.")
 
 
+def _published_text(res: Results) -> str:
+    """What the published rows and comparisons are, or, on tcga data without them, how to get them."""
+    if res.published is None:
+        return ""
+    if res.published.empty:
+        return (" MCAT's released per-fold C-indices were not found (looked in the runs' data root, under "
+                "published/mcat/, or in --published DIR): `python -m bench.data fetch --out <data root>` downloads "
+                "them, and the report then adds them as rows and tests every model against them on the same folds.")
+    n = int((res.pairwise["comparison"] == PUBLISHED).sum())
+    return (f" Rows marked {PUBLISHED_LABEL}: the per-fold val C-indices released with MCAT (mahmoodlab/MCAT "
+            "results/ICCV, summary_latest.csv) on the same splits and folds, not rerun here: each scored on the val "
+            "fold after the last (20th) epoch, bins cut on the whole cohort, one seed; AMIL is MCAT's WSI-only "
+            "ABMIL, AMIL+SNN its concat fusion. pairwise_tests.csv tests each of our models against each of them "
+            "(comparison = published) by the same corrected t-test on the same folds, Holm-corrected over those "
+            f"{n} comparisons as a family of their own (no † comes from them); their bootstrap columns are empty, "
+            "as no patient-level predictions were released.")
+
+
 def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: float) -> str:
     folds, seeds = facts["folds"], facts["seeds"]
-    n_tests = len(res.pairwise)
-    n_undefined = int(res.pairwise["t_corrected_p"].isna().sum())
+    ours = res.pairwise[res.pairwise["comparison"] == OURS]
+    n_tests = len(ours)
+    scope = " of our models" if n_tests < len(res.pairwise) else ""  # the published ones are a family of their own
+    n_undefined = int(ours["t_corrected_p"].isna().sum())
     undefined = (f"; {n_undefined} of them undefined (no p, see t_undefined), still counted in Holm's m"
                  if n_undefined else "")
     tuning = ("paper default hyperparameters, no tuning, bins cut on the whole cohort including the scored "
@@ -243,20 +284,15 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
             f"{tuning}; profile: {facts['profile']}. "
             f"Bold: best mean per cohort. †: worse than that cohort's best at p < {alpha} by the Nadeau-Bengio "
             f"corrected paired t-test over folds (each model's C averaged over seeds within a fold, so "
-            f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons in pairwise_tests.csv "
-            f"(which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
+            f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons{scope} in "
+            f"pairwise_tests.csv (which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
             f"signed-rank test on the fold differences, descriptive only){undefined}. "
             f"Mean rank: 1 = best, over cohorts; "
             + (f"Friedman p {fmt_p(fri_p)}." if not fri_reason else f"no Friedman test ({fri_reason})."))
     text += " " + _events_text(res.scores)
     if facts["data"] in ("synthetic", "semisynthetic"):
         text += f" {ORACLE}: the C-index of the generator's true risk on the same folds, the ceiling."
-    if facts["protocol"] == "paper" and facts["data"] == "tcga" and _paper_profile(facts):
-        text += (f" Rows marked {PUBLISHED_LABEL}: numbers released with MCAT (mahmoodlab/MCAT results/ICCV, "
-                 "last-epoch val C over the same 5 splits), not rerun here; AMIL is MCAT's WSI-only ABMIL.")
-    elif facts["protocol"] == "paper" and facts["data"] == "tcga":
-        text += (f" MCAT's published numbers are not shown: they trained {PROFILES['paper'].epochs} epochs "
-                 f"(profile paper), these runs {facts['epochs']} (profile {facts['profile']}).")
+    text += _published_text(res)
     if _partial_cells(res):
         text += " A cell marked k/n folds rests on fewer folds than the others."
     if mixed := mixed_settings(res.runs):

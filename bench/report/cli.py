@@ -11,8 +11,14 @@ its bootstrap CI, KM log-rank p), `pairwise_tests.csv`, `km/<cohort>_<model>.png
 In `pairwise_tests.csv`, each model's C is first averaged over seeds within a fold; `n_folds` differences
 (`n_seeds` seeds each) give the corrected t-test `df` = n_folds - 1, and `mean_diff` is their mean (a - b).
 `t_undefined` says why a t-test has no p. `pooled_diff` and the bootstrap CI and p are for the difference
-in pooled out-of-fold C; `wilcoxon_p` is descriptive. `holm_p` corrects the corrected-t p-values over every
-row of that file (undefined ones count in m and stay empty), and the table's † marker reads it.
+in pooled out-of-fold C; `wilcoxon_p` is descriptive. `comparison` is `ours` (two of our models) or
+`published` (one of ours against a model of MCAT's release, model_b, on the same folds: no bootstrap, as no
+patient-level predictions were released). `holm_p` corrects the corrected-t p-values within each kind of
+comparison (undefined ones count in m and stay empty); the table's † marker reads the `ours` family only.
+
+On tcga runs, MCAT's released per-fold C-indices are read from the runs' data root (tag `data_root`,
+`published/mcat/`, written by `python -m bench.data fetch`) or from `--published DIR`, and become rows of
+the table and the `published` comparisons.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report.analysis import analyse, cindex_table, experiment_facts
+from bench.data.published import COLUMNS, SUBDIR, folder_of, read_published
+from bench.errors import BenchError
+from bench.report.analysis import analyse, cindex_table, cohort_order, experiment_facts
 from bench.report.figures import write_figures
 from bench.report.store import read_store
 from bench.report.tables import write_calibration_table, write_csvs, write_table
@@ -46,10 +54,38 @@ def log_report_run(uri: str, experiment_id: str, out: Path, files: list[Path], r
     return run.info.run_id
 
 
-def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path) -> list[Path]:
-    """Every table and figure from DataFrames; returns the files written."""
+def find_published(runs: pd.DataFrame, where: Path | None) -> pd.DataFrame | None:
+    """MCAT's released per-fold C for the runs' cohorts: from `where` (--published), else the runs' data root.
+
+    None when the runs are not on tcga data (the release is on the real cohorts); an empty frame when none
+    was found, so the caption can say how to get them.
+    """
+    facts = experiment_facts(runs)
+    cohorts = cohort_order(runs["cohort"])
+    if facts["data"] != "tcga":
+        if where is not None:
+            raise BenchError(f"--published {where}: these runs are on {facts['data']} data, and MCAT's released "
+                             "C-indices are on the real TCGA cohorts, so they are compared with tcga runs only. "
+                             "Leave out --published.")
+        return None
+    if where is not None:
+        found = read_published(folder_of(where), cohorts)
+        if found.empty:
+            raise BenchError(f"--published {where}: no MCAT per-fold file for {', '.join(cohorts)} there. Give a "
+                             f"data root filled by `python -m bench.data fetch --out DIR` (it holds {SUBDIR}/) or "
+                             "that folder itself, holding <experiment>/summary_latest_tcga_<cohort>.csv.")
+        return found
+    for root in sorted(runs["data_root"].unique()) if "data_root" in runs else ():
+        found = read_published(Path(root) / SUBDIR, cohorts)
+        if len(found):
+            return found
+    return pd.DataFrame(columns=COLUMNS)
+
+
+def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path, published: pd.DataFrame | None = None) -> list[Path]:
+    """Every table and figure from DataFrames (and MCAT's per-fold C, see `find_published`); the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    res = analyse(runs, preds)
+    res = analyse(runs, preds, published=published)
     return (write_table(cindex_table(res), out) + write_calibration_table(res, out) + write_csvs(res, out)
             + write_figures(res, out))
 
@@ -64,13 +100,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="build a table from runs that differ in a recorded setting (listed in its caption)")
     parser.add_argument("--models", default=None,
                         help="comma-separated model names or default|extended|all (default: every model with runs)")
+    parser.add_argument("--published", default=None, type=Path, metavar="DIR",
+                        help=f"tcga runs: MCAT's released per-fold C-indices from DIR, a data root holding {SUBDIR}/ "
+                             "(`python -m bench.data fetch` writes it) or that folder itself (default: the runs' "
+                             "data root)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     models = None if args.models is None else parse_models(args.models)
     runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed, models)
-    files = build(runs, preds, args.out)
+    files = build(runs, preds, args.out, find_published(runs, args.published))
     run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
     print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}")
     return 0
