@@ -2,6 +2,7 @@
 # The README's two commands:
 #   ./reproduce.sh        set up .venv if needed, then run the embedded default end to end
 #   ./reproduce.sh test   set up .venv if needed, then run the test suite
+#   ./reproduce.sh tabular [--mirror BASE]   the real TCGA tables without slides (results/tcga-tabular/)
 # Set-up is skipped when .venv was built from the current pyproject.toml (a second call costs seconds).
 # The tests also need the optional Ray extra (their Ray executor group); the default run does not.
 set -euo pipefail
@@ -35,8 +36,12 @@ case "${1:-run}" in
     run)
         exec "$VENV/bin/python" -m bench.reproduce
         ;;
+    tabular)
+        shift
+        exec "$VENV/bin/python" -m bench.reproduce tabular "$@"
+        ;;
     *)
-        echo "usage: ./reproduce.sh [test [pytest args...]]" >&2
+        echo "usage: ./reproduce.sh [test [pytest args...] | tabular [--mirror BASE]]" >&2
         exit 2
         ;;
 esac
