@@ -8,11 +8,14 @@ Uno's C and the KM risk threshold, so nothing about a test patient informs how t
 
 Why these methods (the suite's statistics notes): per-fold Harrell C as the literature prints it, plus
 Uno's IPCW C for heavily censored cohorts; the integrated Brier score and time-dependent AUC of the
-discrete survival curves; a pooled out-of-fold C whose bootstrap never compares risks of two different
-fold models; the Nadeau-Bengio corrected t-test because CV training sets overlap, over folds with seeds
-averaged within each fold (fixed splits: seeds add no test patients); Holm within a table; Friedman
-and mean ranks across cohorts; KM groups split at each fold model's own training median. An undefined
-C (no events, no comparable pair) is NaN with a warning, never 0.5.
+discrete survival curves, the IBS against the training fold's Kaplan-Meier curve on the same grid (the
+Brier skill score), D-calibration of each patient's S at its own time (Benjamini-Hochberg across a
+table) and the observed versus predicted survival of risk groups at one horizon; a pooled out-of-fold C
+whose bootstrap never compares risks of two different fold models; the Nadeau-Bengio corrected t-test
+because CV training sets overlap, over folds with seeds averaged within each fold (fixed splits: seeds
+add no test patients); Holm within a table; Friedman and mean ranks across cohorts; KM groups split at
+each fold model's own training median. An undefined C (no events, no comparable pair), IBS or td-AUC
+(no test death within the training follow-up) is NaN with a warning, never 0.5 and never a crash.
 """
 
 from __future__ import annotations
@@ -75,24 +78,35 @@ def ipcw_c_index(train_time, train_event, test_time, test_event, risk, tau: floa
         return float("nan")
 
 
-def _curve_at_edges(train_time, test_time, surv, edges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The points of the discrete curves that sksurv can score: (times, S at those times, test times).
+def _curve_at_edges(train_time, test_time, test_event, surv, edges):
+    """The points of the discrete curves that sksurv can score: (times, S at those times, test times, test events).
 
-    S_k (column k-1 of `surv`) is the survival past bin k, i.e. P(T >= edges[k]). Kept: the edges[k]
-    (k = 1..n_bins) inside the test follow-up [min, max) and below the largest training time, where
-    the training censoring Kaplan-Meier is known. The outer edge (just above the largest time) never
-    qualifies, so in practice these are the inner cut points. Test times beyond the largest training
-    time are censored there: no Brier or AUC term at an earlier time changes, and sksurv needs no
-    censoring survival past the training range.
+    S_k (column k-1 of `surv`) is the survival past bin k, i.e. P(T >= edges[k]). Kept: the inner cut points
+    edges[k] (k = 1..n_bins-1) inside the test follow-up [min, max) and below the largest training time, where
+    the training censoring Kaplan-Meier is known. The outer edge lies past every training time by construction
+    (bench.survival.fit_bin_edges widens it over the patients it cuts, the training fold included), so it never
+    qualifies; leaving it out by index keeps the grid exact when the edges come back rounded (the runs'
+    `bin_edges` param has 4 decimals). Test times beyond the largest training time are censored there: no Brier
+    or AUC term at an earlier time changes, and sksurv needs no censoring survival past the training range.
     """
     edges = np.asarray(edges, dtype=float)
     surv = np.asarray(surv, dtype=float)
     train_max = float(np.max(train_time))
     test_time = np.asarray(test_time, dtype=float)
     clipped = np.minimum(test_time, train_max)
-    times = edges[1:surv.shape[1] + 1]
+    event = np.asarray(test_event, dtype=bool) & (test_time == clipped)
+    times = edges[1:surv.shape[1]]
     keep = (times >= clipped.min()) & (times < clipped.max()) & (times < train_max)
-    return times[keep], surv[:, keep], clipped
+    return times[keep], surv[:, :times.size][:, keep], clipped, event
+
+
+def _no_scorable_death(event: np.ndarray, what: str) -> bool:
+    """True, with a warning, when no test death falls within the training follow-up (NaN, never a crash)."""
+    if event.any():
+        return False
+    warnings.warn(f"{what} undefined: no test death within the training follow-up (none, or every one past the "
+                  "largest training time); returning NaN", stacklevel=3)
+    return True
 
 
 def integrated_brier(train_time, train_event, test_time, test_event, surv, edges) -> float:
@@ -100,15 +114,42 @@ def integrated_brier(train_time, train_event, test_time, test_event, surv, edges
 
     Censoring weights come from the training rows only; the times are those of `_curve_at_edges`
     and the integral is the trapezoid over them divided by their span (lower is better; a constant
-    0.5 scores 0.25). NaN with a warning when fewer than two edges are scorable.
+    0.5 scores 0.25). NaN with a warning when fewer than two edges are scorable or no test death can be
+    scored.
     """
-    times, s_at, clipped = _curve_at_edges(train_time, test_time, surv, edges)
+    times, s_at, clipped, event = _curve_at_edges(train_time, test_time, test_event, surv, edges)
+    if _no_scorable_death(event, "integrated Brier score"):
+        return float("nan")
     if times.size < 2:
         warnings.warn(f"integrated Brier score undefined: {times.size} bin edge(s) inside the test follow-up; "
                       "returning NaN", stacklevel=2)
         return float("nan")
-    event = np.asarray(test_event, dtype=bool) & (np.asarray(test_time, dtype=float) == clipped)
     return float(integrated_brier_score(_surv(train_time, train_event), _surv(clipped, event), s_at, times))
+
+
+def km_at(train_time, train_event, times) -> np.ndarray:
+    """The training Kaplan-Meier S(t) = P(T > t) (right-continuous step) at each of `times`; 1 before the first death."""
+    t, s = kaplan_meier_estimator(np.asarray(train_event, dtype=bool), np.asarray(train_time, dtype=float))
+    idx = np.searchsorted(t, np.asarray(times, dtype=float), side="right") - 1
+    return np.where(idx >= 0, s[np.clip(idx, 0, None)], 1.0)
+
+
+def integrated_brier_km(train_time, train_event, test_time, test_event, edges) -> float:
+    """The reference IBS: the training fold's Kaplan-Meier curve as every test patient's prediction.
+
+    It knows nothing about the patient. Scored by `integrated_brier` on the very grid the model's curves
+    are scored on (the same edges, test and training rows), so 1 - IBS / IBS_KM compares like with like.
+    """
+    edges = np.asarray(edges, dtype=float)
+    km = np.tile(km_at(train_time, train_event, edges[1:]), (len(np.asarray(test_time)), 1))
+    return integrated_brier(train_time, train_event, test_time, test_event, km, edges)
+
+
+def brier_skill(ibs: float, ibs_km: float) -> float:
+    """1 - IBS / IBS_KM: positive when the model beats the population curve, 0 when it equals it; NaN if undefined."""
+    if not (np.isfinite(ibs) and np.isfinite(ibs_km) and ibs_km > 0):
+        return float("nan")
+    return float(1.0 - ibs / ibs_km)
 
 
 def td_auc(train_time, train_event, test_time, test_event, surv, edges) -> float:
@@ -117,8 +158,9 @@ def td_auc(train_time, train_event, test_time, test_event, surv, edges) -> float
     The same times as `integrated_brier`, less those before the first test death (no case, so no AUC);
     sksurv weights the AUC(t) by the test Kaplan-Meier's drop. NaN with a warning when none remains.
     """
-    times, s_at, clipped = _curve_at_edges(train_time, test_time, surv, edges)
-    event = np.asarray(test_event, dtype=bool) & (np.asarray(test_time, dtype=float) == clipped)
+    times, s_at, clipped, event = _curve_at_edges(train_time, test_time, test_event, surv, edges)
+    if _no_scorable_death(event, "time-dependent AUC"):
+        return float("nan")
     has_case = np.array([(event & (clipped <= t)).any() for t in times], dtype=bool)
     if not has_case.any():
         warnings.warn("time-dependent AUC undefined: no test death before any scorable bin edge; returning NaN",
@@ -126,6 +168,104 @@ def td_auc(train_time, train_event, test_time, test_event, surv, edges) -> float
         return float("nan")
     return float(cumulative_dynamic_auc(_surv(train_time, train_event), _surv(clipped, event),
                                         1.0 - s_at[:, has_case], times[has_case], tied_tol=TIED_TOL)[1])
+
+
+def survival_at(times, surv, edges) -> np.ndarray:
+    """Each patient's S_i(t_i) from its discrete curve, linear between the bin edges.
+
+    The curve is known at the edges only: S(edges[0]) = 1 and S(edges[k]) = S_k. A step would put the whole
+    mass of a bin at one value of S, so a death anywhere in bin k would read S_{k-1} (or S_k): S(T) takes
+    n_bins + 1 values and even a model drawn from itself fails D-calibration. Linear interpolation spreads
+    each bin's probability evenly over the bin, the one continuous reading that agrees with the model at
+    every edge and makes S(T) uniform when T is drawn from the curve. Before edges[0], S = 1; from the outer
+    edge on, S = S_k (the model says nothing past it; only a test patient who outlived the patients the bins
+    were cut on gets there).
+    """
+    t = np.asarray(times, dtype=float)
+    s = np.c_[np.ones(len(t)), np.asarray(surv, dtype=float)]
+    e = np.asarray(edges, dtype=float)[:s.shape[1]]
+    k = np.clip(np.searchsorted(e, t, side="right"), 1, e.size - 1)  # t in [e[k-1], e[k])
+    frac = np.clip((t - e[k - 1]) / (e[k] - e[k - 1]), 0.0, 1.0)
+    rows = np.arange(len(t))
+    return s[rows, k - 1] + frac * (s[rows, k] - s[rows, k - 1])
+
+
+DCAL_BINS = 10
+
+
+@dataclass(frozen=True)
+class DCalibration:
+    """D-calibration: counts per equal bin of S(t) on [0, 1] (the lowest first), chi-square, p, patients."""
+
+    counts: np.ndarray
+    chi2: float
+    p: float
+    n: int
+
+
+def d_calibration(s_at_time, event, n_bins: int = DCAL_BINS) -> DCalibration:
+    """D-calibration (Haider, Hoehn, Davis, Greiner, JMLR 2020): S_i(t_i) is uniform on [0, 1] if the curves are right.
+
+    A death adds 1 to the bin holding c = S_i(t_i). A censored patient only survived past t_i, so S_i(T_i) is
+    uniform on [0, c] and is spread as the paper does: 1 - b_low / c to its own bin [b_low, b_high) and
+    (b_high - b_low) / c to each bin wholly below c (a patient with c = 0 adds 1 to the lowest bin). Pearson's
+    chi-square against n / n_bins per bin, n_bins - 1 df. NaN with a warning without patients.
+    """
+    c = np.clip(np.asarray(s_at_time, dtype=float), 0.0, 1.0)
+    event = np.asarray(event, dtype=bool)
+    n = c.size
+    if n == 0:
+        warnings.warn("D-calibration undefined: no patients; returning NaN", stacklevel=2)
+        return DCalibration(np.zeros(n_bins), float("nan"), float("nan"), 0)
+    own = np.minimum((c * n_bins).astype(int), n_bins - 1)
+    counts = np.bincount(own[event], minlength=n_bins).astype(float)
+    cc, ci = c[~event], own[~event]
+    width = 1.0 / n_bins
+    safe = np.where(cc > 0, cc, 1.0)
+    below = (np.arange(n_bins)[None, :] < ci[:, None]) * (width / safe)[:, None]
+    mine = np.where(cc > 0, 1.0 - ci * width / safe, 1.0)
+    counts += below[cc > 0].sum(axis=0) + np.bincount(ci, weights=mine, minlength=n_bins)
+    expected = n / n_bins
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    return DCalibration(counts, chi2, float(sps.chi2.sf(chi2, n_bins - 1)), n)
+
+
+def fold_calibration(train_time, train_event, test_time, test_event, surv, edges) -> dict[str, float]:
+    """Every calibration number of one fold model from its curves and bin edges (the job logs them, the report
+    recomputes them from predictions.csv and the `bin_edges` param, so older runs get them too)."""
+    args = (train_time, train_event, test_time, test_event)
+    ibs, ibs_km = integrated_brier(*args, surv, edges), integrated_brier_km(*args, edges)
+    dcal = d_calibration(survival_at(test_time, surv, edges), test_event)
+    return {"ibs": ibs, "ibs_km": ibs_km, "brier_skill": brier_skill(ibs, ibs_km), "td_auc": td_auc(*args, surv, edges),
+            "dcal_chi2": dcal.chi2, "dcal_p": dcal.p}
+
+
+def follow_up_horizon(train_time) -> float:
+    """The calibration horizon t*: the median follow-up (observed time, dead or censored) of the training fold."""
+    return float(np.median(np.asarray(train_time, dtype=float)))
+
+
+def horizon_groups(predicted, time, event, horizon: float, n_groups: int) -> pd.DataFrame:
+    """Patients grouped by predicted S(t*) (equal-sized groups, lowest survival first): per group n, deaths, the mean
+    prediction and the Kaplan-Meier estimate at t* with its 95% log-log interval.
+
+    Past a group's last time the KM holds its last value; a group with nobody at risk at t* says so in `at_risk`.
+    """
+    predicted = np.asarray(predicted, dtype=float)
+    time, event = np.asarray(time, dtype=float), np.asarray(event, dtype=bool)
+    n_groups = min(n_groups, predicted.size)
+    order = pd.Series(predicted).rank(method="first").to_numpy()
+    group = np.minimum(((order - 1) * n_groups / predicted.size).astype(int), n_groups - 1)
+    rows = []
+    for g in range(n_groups):
+        m = group == g
+        km = km_curve(time[m], event[m])
+        i = np.searchsorted(km.time, horizon, side="right") - 1
+        pick = (lambda v: float(v[i]) if i >= 0 else 1.0)
+        rows.append({"group": g + 1, "n": int(m.sum()), "deaths": int(event[m].sum()),
+                     "at_risk": int(at_risk(time[m], [horizon])[0]), "predicted": float(predicted[m].mean()),
+                     "observed": pick(km.survival), "observed_low": pick(km.low), "observed_high": pick(km.high)})
+    return pd.DataFrame(rows)
 
 
 def fold_scores(pred: pd.DataFrame) -> pd.DataFrame:
@@ -361,6 +501,22 @@ def holm(pvalues) -> np.ndarray:
     order = ok[np.argsort(p[ok], kind="stable")]
     adjusted = np.maximum.accumulate((m - np.arange(ok.size)) * p[order])
     out[order] = np.minimum(adjusted, 1.0)
+    return out
+
+
+def benjamini_hochberg(pvalues) -> np.ndarray:
+    """Benjamini-Hochberg step-up adjusted p-values (false discovery rate) over every test attempted.
+
+    As `holm`: m counts NaN entries too, which stay NaN. q_(i) = min over j >= i of m p_(j) / j, at most 1.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    scaled = p.size * p[order] / np.arange(1, ok.size + 1)
+    out[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
     return out
 
 

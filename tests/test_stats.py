@@ -352,3 +352,133 @@ def test_km_and_logrank_equal_sksurv_called_directly(rng):
 
 def test_at_risk_counts_hand_example():
     assert stats.at_risk([1.0, 2.0, 2.0, 5.0, 9.0], [0.0, 2.0, 5.0, 10.0]).tolist() == [5, 4, 2, 0]
+
+
+def test_km_reference_is_sksurvs_brier_score_of_the_training_km_on_the_models_grid(rng):
+    pred = predictions(60, folds=1)
+    train, test = pred[pred["split"] == "train"], pred[pred["split"] == "test"].copy()
+    test.loc[test.index[:3], "time"] = train["time"].max() + 20.0  # censored at the largest training time
+    edges = np.r_[test["time"].min() - 1.0, np.quantile(train["time"], [0.25, 0.5, 0.75]), train["time"].max() + 1e-6]
+    surv = np.sort(rng.uniform(0.05, 0.95, (len(test), 4)), axis=1)[:, ::-1]
+    args = (train["time"], train["event"], test["time"], test["event"])
+    t_km, s_km = kaplan_meier_estimator(train["event"].astype(bool), train["time"])
+    times = edges[1:4]  # the grid the model's IBS is read on (test_calibration_uses_training_censoring...)
+    km = s_km[np.searchsorted(t_km, times, side="right") - 1]
+    clipped = np.minimum(test["time"], train["time"].max())
+    y_train = Surv.from_arrays(train["event"].astype(bool), train["time"])
+    y_test = Surv.from_arrays(test["event"].astype(bool) & (clipped == test["time"]), clipped)
+    expected = integrated_brier_score(y_train, y_test, np.tile(km, (len(test), 1)), times)
+    assert stats.integrated_brier_km(*args, edges) == pytest.approx(expected, rel=1e-12)
+    ibs = stats.integrated_brier(*args, surv, edges)
+    assert stats.brier_skill(ibs, expected) == pytest.approx(1 - ibs / expected)
+    assert ibs > expected  # random decreasing curves do worse than the population curve: negative skill
+    # the edges as the runs' `bin_edges` param gives them back (4 decimals, the outer one may drop below the
+    # largest training time): the same grid (the times move by the rounding only), the same numbers to 1e-5
+    rounded = np.round(edges, 4)
+    rounded[-1] = train["time"].max() - 4e-5
+    assert stats.integrated_brier_km(*args, rounded) == pytest.approx(expected, rel=1e-5)
+    assert stats.integrated_brier(*args, surv, rounded) == pytest.approx(ibs, rel=1e-5)
+    calib = stats.fold_calibration(*args, surv, edges)
+    assert calib["ibs_km"] == pytest.approx(expected) and calib["ibs"] == ibs
+    assert calib["brier_skill"] == pytest.approx(1 - ibs / expected) and 0 <= calib["dcal_p"] <= 1
+    assert math.isnan(stats.brier_skill(ibs, float("nan"))) and math.isnan(stats.brier_skill(0.1, 0.0))
+
+
+def test_ibs_and_td_auc_are_nan_with_a_warning_without_a_scorable_test_death(rng):
+    time, event, edges = _uncensored()
+    surv = np.sort(rng.uniform(0.1, 0.9, (20, 4)), axis=1)[:, ::-1]
+    inside = rng.uniform(1.0, 90.0, 20)
+    for test_time, test_event in ((inside, np.zeros(20, bool)),                       # no death at all
+                                  (np.r_[inside[:10], 150.0 + np.arange(10)], np.r_[np.zeros(10), np.ones(10)])):
+        for score in (stats.integrated_brier, stats.td_auc):                          # deaths past training follow-up
+            with pytest.warns(UserWarning, match="no test death within the training follow-up"):
+                assert math.isnan(score(time, event, test_time, test_event, surv, edges))
+        with pytest.warns(UserWarning, match="no test death"):
+            calib = stats.fold_calibration(time, event, test_time, test_event, surv, edges)
+        assert math.isnan(calib["ibs"]) and math.isnan(calib["ibs_km"]) and math.isnan(calib["brier_skill"])
+
+
+def test_survival_at_is_linear_between_edges_one_before_them_and_flat_after():
+    edges = np.array([0.0, 10.0, 20.0, 40.0])
+    surv = np.array([[0.8, 0.5, 0.2], [0.9, 0.9, 0.3]])
+    got = stats.survival_at([5.0, 30.0], surv, edges)
+    np.testing.assert_allclose(got, [0.9, 0.6])  # halfway 1 -> 0.8; halfway 0.9 -> 0.3
+    np.testing.assert_allclose(stats.survival_at([-1.0, 40.0, 99.0], np.tile(surv[0], (3, 1)), edges), [1.0, 0.2, 0.2])
+    np.testing.assert_allclose(stats.survival_at([10.0, 20.0], surv, edges), [0.8, 0.9])  # the edges themselves
+
+
+def test_d_calibration_counts_by_hand():
+    """Deaths at S = 0.05 and 0.95; censored at c = 0.25: 1 - 0.2/0.25 = 0.2 to [0.2, 0.3), 0.1/0.25 = 0.4 to
+    each of the two bins below; censored at c = 0: all of it to the lowest bin."""
+    d = stats.d_calibration([0.05, 0.95, 0.25, 0.0], [1, 1, 0, 0])
+    np.testing.assert_allclose(d.counts, [2.4, 0.4, 0.2, 0, 0, 0, 0, 0, 0, 1.0])
+    assert d.counts.sum() == pytest.approx(4) and d.n == 4
+    expected = 0.4
+    assert d.chi2 == pytest.approx(((d.counts - expected) ** 2 / expected).sum())
+    assert d.p == pytest.approx(sps.chisquare(d.counts).pvalue)
+    with pytest.warns(UserWarning, match="no patients"):
+        assert math.isnan(stats.d_calibration([], []).p)
+
+
+def _drawn_from_curves(rng, n: int, edges: np.ndarray, mean_logit: float, censor_until: float | None):
+    """Patients whose times are drawn from their own discrete curves (mass spread evenly within each bin, as
+    `survival_at` reads them), those alive at the outer edge censored there, and, with `censor_until`,
+    independently censored uniformly up to that multiple of the outer edge."""
+    surv = np.cumprod(1 - 1 / (1 + np.exp(-rng.normal(mean_logit, 1.0, (n, edges.size - 1)))), axis=1)
+    s = np.c_[np.ones(n), surv]
+    u = rng.uniform(size=n)
+    k = (s > u[:, None]).sum(axis=1)  # S drops below u in bin k (1-based); k = n_bins + 1: past the outer edge
+    kk = np.minimum(k, edges.size - 1)
+    rows = np.arange(n)
+    frac = (s[rows, kk - 1] - u) / (s[rows, kk - 1] - s[rows, kk])
+    t = np.where(k <= edges.size - 1, edges[kk - 1] + frac * (edges[kk] - edges[kk - 1]), edges[-1])
+    cens = np.inf if censor_until is None else rng.uniform(edges[0], censor_until * edges[-1], n)
+    event = (k <= edges.size - 1) & (t <= cens)
+    return np.minimum(t, cens), event, surv
+
+
+def test_d_calibration_rejects_at_its_level_for_curves_that_are_right_and_always_when_badly_scaled():
+    """Curves that are right: about 1% of patients censored (alive at the outer edge), p uniform and 5% rejected;
+    with 38% censored the test is conservative (a censored patient's spread-out unit varies less than a death's),
+    so the table's counts under heavy censoring are lower bounds. Curves raised to the power 3: always rejected."""
+    rng = np.random.default_rng(7)
+    edges = np.array([0.0, 10.0, 25.0, 45.0, 80.0])
+    right, censored, scaled = [], [], []
+    for _ in range(400):
+        time, event, surv = _drawn_from_curves(rng, 150, edges, 1.0, None)
+        right.append(stats.d_calibration(stats.survival_at(time, surv, edges), event).p)
+        time, event, surv = _drawn_from_curves(rng, 150, edges, -1.0, 1.5)
+        censored.append(stats.d_calibration(stats.survival_at(time, surv, edges), event).p)
+        if len(scaled) < 50:  # the same patients, every curve cubed: far too pessimistic
+            scaled.append(stats.d_calibration(stats.survival_at(time, surv ** 3, edges), event).p)
+    rate = np.mean(np.array(right) < 0.05)
+    assert 0.02 <= rate <= 0.09, rate  # Monte Carlo s.e. at 5% over 400 draws: 0.011
+    assert sps.kstest(right, "uniform").pvalue > 0.01  # the p-values themselves are uniform-ish
+    assert np.mean(np.array(censored) < 0.05) < 0.05
+    assert np.mean(np.array(scaled) < 0.05) > 0.95
+
+
+def test_benjamini_hochberg_matches_hand_example_and_scipy():
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 0.02, 0.02, 0.04, 0.04 after the running minimum from the top
+    np.testing.assert_allclose(stats.benjamini_hochberg([0.01, 0.04, 0.03, 0.005]), [0.02, 0.04, 0.04, 0.02])
+    p = np.random.default_rng(3).uniform(0, 0.2, 30)
+    np.testing.assert_allclose(stats.benjamini_hochberg(p), sps.false_discovery_control(p))
+    # a NaN counts in m = 3 and stays NaN: 0.01 * 3 / 1 = 0.03, 0.04 * 3 / 2 = 0.06
+    np.testing.assert_allclose(stats.benjamini_hochberg([0.01, np.nan, 0.04]), [0.03, np.nan, 0.06])
+
+
+def test_horizon_groups_compare_the_mean_prediction_with_each_groups_km_at_the_horizon(rng):
+    time = rng.exponential(30, 80).round(1)
+    event = rng.random(80) < 0.7
+    predicted = rng.uniform(0.2, 0.9, 80)
+    horizon = stats.follow_up_horizon(time)
+    assert horizon == np.median(time)
+    groups = stats.horizon_groups(predicted, time, event, horizon, 4)
+    assert groups["n"].tolist() == [20] * 4 and groups["predicted"].is_monotonic_increasing
+    lowest = np.argsort(predicted)[:20]
+    assert groups.loc[0, "predicted"] == pytest.approx(predicted[lowest].mean())
+    km = stats.km_curve(time[lowest], event[lowest])
+    i = np.searchsorted(km.time, horizon, side="right") - 1
+    assert (groups.loc[0, "observed"], groups.loc[0, "observed_low"], groups.loc[0, "observed_high"]) == (
+        km.survival[i], km.low[i], km.high[i])
+    assert groups.loc[0, "at_risk"] == (time[lowest] >= horizon).sum()
