@@ -20,7 +20,7 @@ import pandas as pd
 from bench import checkpoint
 from bench.fold import OmicScaler, make_fold
 from bench.splits import Split
-from bench.stats import integrated_brier, ipcw_c_index, ipcw_tau, td_auc
+from bench.stats import fold_calibration, ipcw_c_index, ipcw_tau
 from bench.survival import c_index, fit_bin_edges
 from bench.train import TrainSettings, fit, predict
 from bench.tune import inner_split, open_study, tune
@@ -95,9 +95,10 @@ def fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, key:
     metrics["c_index_ipcw"] = ipcw_c_index(pred_train["time"], pred_train["event"], pred_test["time"],
                                            pred_test["event"], pred_test["risk"], tau=metrics["ipcw_tau"])
     surv = pred_test[[f"S_{k}" for k in range(1, len(edges))]].to_numpy()
-    calibration = (pred_train["time"], pred_train["event"], pred_test["time"], pred_test["event"], surv, edges)
-    metrics["ibs"] = integrated_brier(*calibration)
-    metrics["td_auc"] = td_auc(*calibration)
+    # ibs, td_auc, the Kaplan-Meier reference ibs_km, brier_skill and D-calibration (dcal_chi2, dcal_p); the report
+    # recomputes them from predictions.csv and the bin_edges param, so runs of older suite versions get them too
+    metrics.update(fold_calibration(pred_train["time"], pred_train["event"], pred_test["time"], pred_test["event"],
+                                    surv, edges))
     if CLINICAL in cls.infer_modalities:  # test patients scored at the reference level or the training median
         encoding = result.model_kwargs["clinical_encoding"]
         metrics.update({f"test_{k}": v for k, v in unseen_values(test.clinical, encoding).items()})
