@@ -30,7 +30,7 @@ from bench.protocols import PROTOCOL_FACTS, fit_and_score
 from bench.provenance import features_fingerprint, git_commit, suite_version
 from bench.data.folds import load_folds
 from bench.splits import Split
-from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, SETTING_TAGS, Tracker
+from bench.tracking import JOB_KEY, PREDICTIONS_ARTIFACT, SETTING_TAGS, VERSION_PACKAGES, Tracker
 from bench.train import TrainingError
 
 
@@ -191,7 +191,7 @@ def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData
                  "split_sha256": split.sha256, "git_commit": git_commit(), JOB_KEY: key,
                  "torch_version": torch.__version__, "dropped_patients": str(len(cd.dropped)),
                  "feature_dim": "none" if cd.store is None else str(cd.store.dim),
-                 **{f"version.{p}": version(p) for p in ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")},
+                 **{f"version.{p}": version(p) for p in VERSION_PACKAGES},
                  **(extra_tags or {})}
     run_id = tracker.resume(key, fold_tags)
     if run_id is not None:

@@ -41,6 +41,11 @@ SETTING_TAGS = ("protocol", "data", "profile", "epochs", "grad_accum", "inner_va
 # Of those, the ones that describe one cohort's inputs: a table's cohorts differ in them by nature (their own
 # feature files; `sig` here, `mutsig` there), so the report asks them to agree within each cohort only.
 COHORT_TAGS = ("table_variant", "features_dir", "features_files", "features_hash")
+# the packages whose versions every fold run records (tags `version.<package>`, and `torch_version`): pinned in
+# pyproject.toml, which the suite version hashes, so they enter the job key through it; the report checks the
+# tags as well, since an environment can differ from its pins
+VERSION_PACKAGES = ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")
+VERSION_TAGS = ("torch_version", *(f"version.{p}" for p in VERSION_PACKAGES))
 JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
 

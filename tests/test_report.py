@@ -17,8 +17,9 @@ from scipy import stats as sps
 
 from bench import stats
 from bench.data import published
-from bench.report import analysis, figures, main, store, tables
+from bench.report import analysis, calibration, figures, main, store, tables
 from bench.errors import BenchError, cli_main
+from bench.survival import fit_bin_edges
 from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,21 +44,24 @@ def fold_predictions(cohort_seed: int, n: int, folds: int, strength: float, mode
     return out
 
 
+def edges_param(table: pd.DataFrame) -> str:
+    """The `bin_edges` param a job logs for this fold: cut on its training rows, 4 decimals."""
+    train = table[table["split"] == "train"]
+    return ",".join(f"{e:.4f}" for e in fit_bin_edges(train["time"].to_numpy(), train["event"].to_numpy()))
+
+
 def frames(models: dict, cohorts=("blca",), n: int = 60, folds: int = 5, protocol: str = "nested",
-           data: str = "synthetic", seeds=(1,), logged: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(runs, predictions) as read_store returns them; `logged` = {model: base IBS} adds the job's calibration
-    metrics, ibs = base + 0.01 * fold and td_auc = 1 - ibs."""
+           data: str = "synthetic", seeds=(1,), edges: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, predictions) as read_store returns them; `edges` False: runs that logged no `bin_edges`."""
     runs, preds = [], []
     for c, cohort in enumerate(cohorts):
         for m, (model, strength) in enumerate(sorted(models.items())):
             for seed in seeds:
                 for k, table in enumerate(fold_predictions(c, n, folds, strength, 10 * m + seed)):
-                    metrics = {}
-                    if logged is not None:
-                        metrics = {"ibs": logged[model] + 0.01 * k, "td_auc": 1 - logged[model] - 0.01 * k}
                     runs.append({"run_id": f"{cohort}-{model}-{k}-{seed}", "model": model, "cohort": cohort, "fold": k,
                                  "protocol": protocol, "data": data, "seed": seed, "trials": "4", "profile": "quick",
-                                 "oracle_c_index": 0.75 if data == "synthetic" else np.nan, **metrics})
+                                 "oracle_c_index": 0.75 if data == "synthetic" else np.nan,
+                                 "bin_edges": edges_param(table) if edges else ""})
                     preds.append(table.assign(model=model, cohort=cohort, seed=seed, fold=k))
     return pd.DataFrame(runs), pd.concat(preds, ignore_index=True)
 
@@ -126,28 +130,79 @@ def test_undefined_comparisons_count_in_holm_and_the_caption_says_how_many():
     assert "descriptive only); 1 of them undefined (no p, see t_undefined), still counted in Holm's m." in caption
 
 
-def test_calibration_means_go_to_the_summary_and_their_own_table(tmp_path):
-    res = analysed({"abmil": 1.0, "ghanet": 2.0}, cohorts=("blca", "luad"), n=30, folds=4,
-                   logged={"abmil": 0.20, "ghanet": 0.15})
+def test_calibration_is_computed_from_predictions_and_edges_into_the_summary_and_its_own_table(tmp_path):
+    res = analysed({"abmil": 1.0, "ghanet": 2.0}, cohorts=("blca", "luad"), n=30, folds=4)
+    runs, preds = frames({"abmil": 1.0, "ghanet": 2.0}, cohorts=("blca", "luad"), n=30, folds=4)
+    per_fold = []
+    for run in runs.itertuples():
+        part = preds[(preds["cohort"] == run.cohort) & (preds["model"] == run.model) & (preds["fold"] == run.fold)]
+        train, test = part[part["split"] == "train"], part[part["split"] == "test"]
+        edges = np.array([float(e) for e in run.bin_edges.split(",")])
+        per_fold.append({"cohort": run.cohort, "model": run.model, **stats.fold_calibration(
+            train["time"], train["event"], test["time"], test["event"], test[["S_1", "S_2", "S_3", "S_4"]], edges)})
+    expected = pd.DataFrame(per_fold)
     s = res.summary.set_index(["cohort", "model"])
-    # per fold k the run logged ibs = base + 0.01 k and td_auc = 1 - ibs: over folds 0..3, mean base + 0.015
-    assert s.loc[("blca", "ghanet"), "ibs"] == pytest.approx(0.165)
-    assert s.loc[("luad", "abmil"), "ibs_std"] == pytest.approx(np.std([0.0, 0.01, 0.02, 0.03]))
-    assert s.loc[("blca", "abmil"), "td_auc"] == pytest.approx(0.785)
-    tables.write_csvs(res, tmp_path)
+    for metric in ("ibs", "ibs_km", "brier_skill", "td_auc"):
+        cell = expected.loc[(expected["cohort"] == "blca") & (expected["model"] == "ghanet"), metric]
+        assert s.loc[("blca", "ghanet"), metric] == pytest.approx(cell.mean()), metric
+        assert s.loc[("blca", "ghanet"), f"{metric}_std"] == pytest.approx(cell.std(ddof=0)), metric
+    # the skill is per fold: the mean of 1 - IBS/IBS_KM, not 1 - mean IBS / mean IBS_KM
+    assert s.loc[("luad", "abmil"), "brier_skill"] == pytest.approx(
+        (1 - expected["ibs"] / expected["ibs_km"])[(expected["cohort"] == "luad") & (expected["model"] == "abmil")].mean())
+    # D-calibration: Benjamini-Hochberg over the table's 16 fold runs, rejections counted per cell
+    p = expected["dcal_p"].to_numpy()
+    np.testing.assert_allclose(res.calibration["dcal_bh_p"], stats.benjamini_hochberg(p))
+    assert res.calibration["dcal_reject"].tolist() == (stats.benjamini_hochberg(p) < 0.05).tolist()
+    assert s["dcal_tested"].tolist() == [4] * 4
+    assert s["dcal_rejected"].tolist() == res.calibration.groupby(["cohort", "model"])["dcal_reject"].sum().tolist()
+
+    paths = tables.write_csvs(res, tmp_path)
+    assert [p.name for p in paths] == ["pairwise_tests.csv", "cindex_summary.csv", "calibration_folds.csv",
+                                       "calibration_groups.csv"]
     summary = pd.read_csv(tmp_path / "cindex_summary.csv")
-    assert {"ibs", "td_auc"} <= set(summary.columns)
+    assert {"ibs", "ibs_km", "brier_skill", "td_auc", "dcal_rejected", "dcal_tested"} <= set(summary.columns)
+    folds = pd.read_csv(tmp_path / "calibration_folds.csv")
+    assert len(folds) == 16 and {"run_id", "dcal_p", "dcal_bh_p", "ibs_km"} <= set(folds.columns)
     files = tables.write_calibration_table(res, tmp_path)
     assert [f.name for f in files] == ["calibration_table.csv", "calibration_table.md"]
     table = pd.read_csv(tmp_path / "calibration_table.csv").set_index("Model")
-    assert list(table.columns) == ["BLCA IBS", "BLCA td-AUC", "LUAD IBS", "LUAD td-AUC", "Mean IBS", "Mean td-AUC"]
-    assert table.loc["G-HANet", "BLCA IBS"] == "0.165 ± 0.011" and table.loc["ABMIL", "Mean td-AUC"] == pytest.approx(0.785)
+    assert list(table.columns) == [f"{c} {f}" for c in ("BLCA", "LUAD") for f in ("IBS", "BSS", "td-AUC", "D-cal")] + [
+        "Mean IBS", "Mean BSS", "Mean td-AUC", "D-cal"]
+    assert table.index.tolist() == ["ABMIL", "G-HANet", analysis.KM_LABEL]
+    km = calibration.km_reference(res.calibration).set_index("cohort")
+    assert table.loc[analysis.KM_LABEL, "BLCA IBS"] == f"{km.loc['blca', 'ibs_km']:.3f} ± {km.loc['blca', 'ibs_km_std']:.3f}"
+    # every model of a fold sees the same training patients and edges: one reference per fold
+    assert km.loc["blca", "ibs_km"] == pytest.approx(expected.loc[expected["cohort"] == "blca", "ibs_km"].mean())
+    ghanet = s.loc[("blca", "ghanet")]
+    assert table.loc["G-HANet", "BLCA IBS"] == f"{ghanet['ibs']:.3f} ± {ghanet['ibs_std']:.3f}"
+    assert table.loc["G-HANet", "BLCA D-cal"] == f"{int(ghanet['dcal_rejected'])}/4"
     md = (tmp_path / "calibration_table.md").read_text(encoding="utf-8")
-    assert "| G-HANet | **0.165 ± 0.011** |" in md and "**0.215" not in md  # lower is better: G-HANet bold
-    assert "Integrated Brier score" in md and "lower is better" in md and "training fold" in md
-    unlogged = analysed({"abmil": 1.0}, n=30, folds=3)  # runs that logged no calibration: n/a, never 0
-    assert unlogged.summary["ibs"].isna().all()
-    assert tables.calibration_rows(unlogged, "csv")[1][1:] == ["n/a"] * 4
+    best = s.loc["blca", "ibs"].idxmin()
+    assert f"| {analysis.display(best)} | **{s.loc[('blca', best), 'ibs']:.3f}" in md  # lower is better: bold
+    assert "Integrated Brier score" in md and "Benjamini-Hochberg" in md and "1 - IBS / IBS_KM" in md
+    assert "over all 16 fold runs" in md and "suite version" in md
+
+    no_edges = analysis.analyse(*frames({"abmil": 1.0}, n=30, folds=3, edges=False), n_boot=200)
+    assert no_edges.summary[["ibs", "ibs_km", "brier_skill", "td_auc"]].isna().all().all()  # n/a, never 0
+    assert tables.calibration_rows(no_edges, "csv")[1][1:] == ["n/a"] * 8  # one cohort: 4 cells, 4 means
+    assert no_edges.horizons.empty
+
+
+def test_calibration_groups_at_the_horizon_use_each_fold_models_own_curve():
+    runs, preds = frames({"abmil": 1.0, "ghanet": 2.0}, n=40, folds=4)
+    groups = calibration.horizon_groups(runs, preds)
+    first = preds[preds["split"] == "train"].drop_duplicates(["fold", "case_id"])
+    horizon = float(np.median(first.groupby("fold")["time"].median()))
+    assert groups["horizon"].unique().tolist() == [horizon]
+    assert groups.groupby("model")["n"].sum().tolist() == [40, 40] and groups["group"].max() == 4
+    model = preds[(preds["model"] == "ghanet") & (preds["split"] == "test")]
+    predicted = []
+    for run in runs[runs["model"] == "ghanet"].itertuples():
+        test = model[model["fold"] == run.fold]
+        edges = np.array([float(e) for e in run.bin_edges.split(",")])
+        predicted.append(stats.survival_at(np.full(len(test), horizon), test[["S_1", "S_2", "S_3", "S_4"]], edges))
+    mine = groups[groups["model"] == "ghanet"]
+    assert mine["predicted"].mean() == pytest.approx(np.concatenate(predicted).mean())  # equal groups of 10
 
 
 def test_caption_gives_each_cohorts_range_of_test_events():
@@ -297,15 +352,42 @@ def test_cohorts_differ_in_their_own_features_and_table_variant_without_a_mix():
     assert "precision: bf16 (1 run, e.g. d), fp32 (3 runs, e.g. a, b, c)" in store.mixed_settings(runs)
 
 
+def test_a_table_mixing_split_files_within_a_fold_or_package_versions_is_a_mix():
+    """Each fold of a cohort reads its own split file (no mix), but two models scored on other splits of the same
+    fold are; and runs computed with other package versions (tags torch_version, version.<package>) are too."""
+    runs = pd.DataFrame({"run_id": list("abcd"), "cohort": ["blca"] * 4, "fold": [0, 0, 1, 1],
+                         "split_sha256": ["s0", "s0", "s1", "s1"], "version.numpy": ["2.4.6"] * 4,
+                         "torch_version": ["2.13.0+cpu"] * 4})
+    assert store.mixed_settings(runs) == []
+    runs.loc[1, "split_sha256"] = "other"
+    runs.loc[3, "version.numpy"] = "2.3.0"
+    runs.loc[2, "torch_version"] = "2.13.0+cu128"
+    assert store.mixed_settings(runs) == [
+        "torch_version: 2.13.0+cpu (3 runs, e.g. a, b, d), 2.13.0+cu128 (1 run, e.g. c)",
+        "version.numpy: 2.3.0 (1 run, e.g. d), 2.4.6 (3 runs, e.g. a, b, c)",
+        "split_sha256 (blca fold 0): other (1 run, e.g. b), s0 (1 run, e.g. a)"]
+
+
+def test_captions_name_the_suite_version_and_what_the_bootstrap_p_is():
+    runs, preds = frames({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
+    res = analysis.analyse(runs.assign(suite_version="0.1.0+code.abc"), preds, n_boot=200)
+    caption = " ".join(analysis.cindex_table(res).caption.split())
+    assert "suite version: 0.1.0+code.abc." in caption
+    assert "conditional on the fitted fold models" in caption and "uncorrected for the number of comparisons" in caption
+    assert "suite version: 0.1.0+code.abc." in analysis.calibration_caption(res)
+
+
 def test_figures_exist_decode_and_have_fixed_pixel_sizes(tmp_path):
     res = analysed({"abmil": 1.0, "ghanet": 2.0, "snn": 0.2}, cohorts=("blca", "luad"), n=40, folds=3)
     files = figures.write_figures(res, tmp_path)
     assert sorted(p.name for p in (tmp_path / "km").iterdir()) == [
         f"{c}_{m}.png" for c in ("blca", "luad") for m in ("abmil", "ghanet", "snn")]
+    assert sorted(p.name for p in (tmp_path / "calibration").iterdir()) == ["blca.png", "luad.png"]
     expected = {"fold_cindex.png": figures.FOLD_PLOT_SIZE, "ranks.png": figures.RANKS_SIZE,
-                "km_grid.png": (figures.KM_CELL[0] * 3, figures.KM_CELL[1] * 2)}
+                "km_grid.png": (figures.KM_CELL[0] * 3, figures.KM_CELL[1] * 2),
+                **{f"calibration/{c}.png": (figures.CAL_CELL[0] * 3, figures.CAL_CELL[1] + 0.6) for c in ("blca", "luad")}}
     for path in files:
-        w, h = expected.get(path.name, figures.KM_SIZE)
+        w, h = expected.get(path.relative_to(tmp_path).as_posix(), figures.KM_SIZE)
         image = imread(path)
         assert image.shape[:2] == (round(h * figures.DPI), round(w * figures.DPI)), path.name
         assert image[..., :3].std() > 0.05  # something is drawn
@@ -355,7 +437,8 @@ def populate_store(root, models=("abmil", "ghanet"), cohorts=("blca", "luad"), f
                 test = table[table["split"] == "test"]
                 client.log_metric(run.info.run_id, "c_index", 0.6)
                 client.log_metric(run.info.run_id, "oracle_c_index", 0.7 + 0.01 * k)
-                client.log_metric(run.info.run_id, "ibs", 0.2 - 0.01 * m)
+                client.log_metric(run.info.run_id, "ibs", 0.2 - 0.01 * m)  # as an older suite version logged it
+                client.log_param(run.info.run_id, "bin_edges", edges_param(table))
                 path = root / PREDICTIONS_ARTIFACT
                 table.to_csv(path, index=False)
                 client.log_artifact(run.info.run_id, str(path))
@@ -377,17 +460,23 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "calibration_table.csv", "calibration_table.md",
-             "cindex_summary.csv", "pairwise_tests.csv",
-             "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")
+             "cindex_summary.csv", "pairwise_tests.csv", "calibration_folds.csv", "calibration_groups.csv",
+             "calibration/blca.png", "calibration/luad.png", "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")
                                                                 for m in ("abmil", "ghanet")]
     for name in names:
         assert (out / name).is_file(), name
     table = pd.read_csv(out / "cindex_table.csv")
     assert table["Model"].tolist() == ["ABMIL", "G-HANet", analysis.ORACLE]
     assert table.loc[2, "BLCA"] == "0.710 ± 0.008"  # oracle_c_index 0.70, 0.71, 0.72
+    # these runs logged an ibs metric and no Kaplan-Meier reference (an older suite version): every calibration
+    # number comes from their predictions.csv and bin_edges, the same for all
+    folds = pd.read_csv(out / "calibration_folds.csv")
+    assert len(folds) == 12 and folds[["ibs", "ibs_km", "brier_skill", "dcal_p"]].notna().all().all()
+    assert not np.isclose(folds.loc[folds["model"] == "ghanet", "ibs"], 0.19).any()  # not the logged metric
     calibration = pd.read_csv(out / "calibration_table.csv", keep_default_na=False).set_index("Model")
-    assert calibration.loc["G-HANet", "LUAD IBS"] == "0.190 ± 0.000"  # the fold runs' logged ibs metric
-    assert calibration.loc["ABMIL", "BLCA td-AUC"] == "n/a"  # not logged by these runs
+    ghanet = folds[(folds["model"] == "ghanet") & (folds["cohort"] == "luad")]["ibs"]
+    assert calibration.loc["G-HANet", "LUAD IBS"] == f"{ghanet.mean():.3f} ± {ghanet.std(ddof=0):.3f}"
+    assert calibration.loc[analysis.KM_LABEL, "LUAD BSS"] == "0"
     pairwise = pd.read_csv(out / "pairwise_tests.csv")
     assert pairwise[["cohort", "model_a", "model_b"]].values.tolist() == [["blca", "abmil", "ghanet"],
                                                                           ["luad", "abmil", "ghanet"]]

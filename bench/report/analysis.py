@@ -1,6 +1,7 @@
 """Statistics per cohort and the C-index table's decisions, from the DataFrames `bench.report.store` reads.
 
-`analyse` scores every fold, pools the out-of-fold C, forms the KM risk groups and runs every pairwise test.
+`analyse` scores every fold, takes each fold run's calibration and the horizon groups from
+`bench.report.calibration`, pools the out-of-fold C, forms the KM risk groups and runs every pairwise test.
 With MCAT's released per-fold C-indices (`bench.data.published`, tcga runs only), each of our models is also
 tested against each published model on the same folds. `cindex_table` decides the marks (bold: best mean per
 cohort; †: worse than that best by the Holm-corrected test among our models) and the extra rows (oracle, MCAT's
@@ -18,15 +19,19 @@ import pandas as pd
 from bench import stats
 from bench.data import published as mcat_release
 from bench.data.layout import COHORTS
+from bench.report import calibration
 from bench.report.store import mixed_settings
 
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
+# per-fold calibration numbers whose mean and population std over folds x seeds go to cindex_summary.csv
+CALIBRATION_MEANS = ("ibs", "ibs_km", "brier_skill", "td_auc")
 
 DISPLAY = {"ghanet": "G-HANet", "abmil": "ABMIL", "transmil": "TransMIL", "snn": "SNN", "mcat": "MCAT",
            "abmil_snn": "AMIL+SNN", "clam_sb": "CLAM-SB", "coxnet": "CoxNet", "motcat": "MOTCat", "cmta": "CMTA",
            "clinical": "Clinical Cox", "clinical_coxnet": "Clinical+CoxNet", "clinical_site": "Clinical Cox+site"}
 ORACLE = "oracle (true risk)"
+KM_LABEL = "Kaplan-Meier (training fold)"  # the calibration table's reference row
 PUBLISHED_LABEL = "published (MCAT release)"
 OURS, PUBLISHED = "ours", "published"  # pairwise_tests.csv `comparison`: our two models, or ours against MCAT's release
 
@@ -48,24 +53,15 @@ class Results:
     """Everything the tables and figures are drawn from."""
 
     scores: pd.DataFrame     # per (cohort, model, seed, fold): c_index, c_index_ipcw, n_train, n_test, n_events_test
-    summary: pd.DataFrame    # per (cohort, model): means, stds, pooled C and CI, log-rank
+    summary: pd.DataFrame    # per (cohort, model): means, stds, pooled C and CI, calibration, log-rank
     pairwise: pd.DataFrame   # per (cohort, model_a, model_b)
     groups: pd.DataFrame     # KM risk groups: test rows of the first seed with `high`
     runs: pd.DataFrame
+    calibration: pd.DataFrame  # per fold run: IBS, its Kaplan-Meier reference and skill, td-AUC, D-calibration
+    horizons: pd.DataFrame     # per (cohort, model) risk group: predicted and observed survival at the horizon
     # MCAT's released per-fold C (bench.data.published) on the table's cohorts and folds; None: not looked for
     # (not tcga data), empty: looked for and not found
     published: pd.DataFrame | None = None
-
-
-def _logged_mean_std(cell_runs: pd.DataFrame, metric: str) -> tuple[float, float]:
-    """Mean and population std over a cell's fold runs of a metric the job logged; NaN for runs without it.
-
-    The integrated Brier score and td-AUC need the bin edges, which only the job holds, so they come
-    from the runs' metrics rather than from predictions.csv.
-    """
-    if metric not in cell_runs.columns:
-        return float("nan"), float("nan")
-    return stats.mean_std(cell_runs[metric])
 
 
 def _fold_test(paired: stats.FoldDiffs) -> dict:
@@ -98,6 +94,7 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT,
     tests are Holm-corrected as a family of their own.
     """
     cohorts = cohort_order(preds["cohort"])
+    calib = calibration.fold_calibration(runs, preds, SIGNIFICANCE)
     if published is not None:
         published = published[published["cohort"].isin(cohorts) & published["fold"].isin(runs["fold"].unique())]
     scores, summary, groups, pairwise = [], [], [], []
@@ -115,12 +112,12 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT,
             _, p_lr = stats.logrank(g["time"], g["event"], g["high"])
             c_mean, c_std = stats.mean_std(fs["c_index"])
             i_mean, i_std = stats.mean_std(fs["c_index_ipcw"])
-            cell_runs = runs[(runs["cohort"] == cohort) & (runs["model"] == model)]
-            ibs, ibs_std = _logged_mean_std(cell_runs, "ibs")
-            auc, auc_std = _logged_mean_std(cell_runs, "td_auc")
+            cell = calib[(calib["cohort"] == cohort) & (calib["model"] == model)]
             summary.append({"cohort": cohort, "model": model, "n_fold_runs": len(fs),
                             "c_mean": c_mean, "c_std": c_std, "ipcw_mean": i_mean, "ipcw_std": i_std,
-                            "ibs": ibs, "ibs_std": ibs_std, "td_auc": auc, "td_auc_std": auc_std,
+                            **{name: value for metric in CALIBRATION_MEANS
+                               for name, value in zip((metric, f"{metric}_std"), stats.mean_std(cell[metric]))},
+                            "dcal_rejected": int(cell["dcal_reject"].sum()), "dcal_tested": int(cell["dcal_p"].notna().sum()),
                             "pooled_c": pooled[model].estimate, "pooled_ci_low": pooled[model].ci_low,
                             "pooled_ci_high": pooled[model].ci_high, "km_n_high": int(g["high"].sum()),
                             "km_n_low": int((~g["high"]).sum()), "logrank_p": p_lr})
@@ -150,7 +147,7 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT,
         holm_p[members] = stats.holm(pw.loc[members, "t_corrected_p"])
     pw.insert(columns.index("holm_p"), "holm_p", holm_p)
     return Results(pd.concat(scores, ignore_index=True), pd.DataFrame(summary), pw,
-                   pd.concat(groups, ignore_index=True), runs,
+                   pd.concat(groups, ignore_index=True), runs, calib, calibration.horizon_groups(runs, preds),
                    None if published is None else published.reset_index(drop=True))
 
 
@@ -175,6 +172,7 @@ def experiment_facts(runs: pd.DataFrame) -> dict:
         return ", ".join(values)
     return {"protocol": one("protocol"), "data": one("data"), "trials": one("trials"), "profile": one("profile"),
             "epochs": one("epochs") if "epochs" in runs else "n/a",
+            "suite_version": one("suite_version") if "suite_version" in runs else "n/a",
             "folds": sorted(runs["fold"].unique().tolist()), "seeds": sorted(runs["seed"].unique().tolist())}
 
 
@@ -281,12 +279,14 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
     text = (f"Harrell's C-index on the held-out fold, mean ± population std over folds × seeds. "
             f"Protocol: {facts['protocol']}; data: {facts['data']}; folds: {len(folds)} "
             f"({', '.join(map(str, folds))}); seeds: {len(seeds)} ({', '.join(map(str, seeds))}); "
-            f"{tuning}; profile: {facts['profile']}. "
+            f"{tuning}; profile: {facts['profile']}; suite version: {facts['suite_version']}. "
             f"Bold: best mean per cohort. †: worse than that cohort's best at p < {alpha} by the Nadeau-Bengio "
             f"corrected paired t-test over folds (each model's C averaged over seeds within a fold, so "
             f"df = folds - 1), Holm-corrected over all {n_tests} pairwise comparisons{scope} in "
-            f"pairwise_tests.csv (which also holds the paired patient bootstrap of the pooled C and the Wilcoxon "
-            f"signed-rank test on the fold differences, descriptive only){undefined}. "
+            f"pairwise_tests.csv (which also holds the paired patient bootstrap of the pooled C, whose p is "
+            f"conditional on the fitted fold models, resampling test patients but not training sets or seeds, and "
+            f"uncorrected for the number of comparisons; and the Wilcoxon signed-rank test on the fold differences, "
+            f"descriptive only){undefined}. "
             f"Mean rank: 1 = best, over cohorts; "
             + (f"Friedman p {fmt_p(fri_p)}." if not fri_reason else f"no Friedman test ({fri_reason})."))
     text += " " + _events_text(res.scores)
@@ -302,10 +302,25 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
 
 def calibration_caption(res: Results) -> str:
     facts = experiment_facts(res.runs)
+    calib = res.calibration
+    tested = int(calib["dcal_p"].notna().sum())
+    horizons = res.horizons.groupby("cohort")["horizon"].first().reindex(cohort_order(res.horizons["cohort"]))
+    horizon_text = ", ".join(f"{c.upper()} {h:.1f}" for c, h in horizons.items()) or "none"
     return ("Integrated Brier score (IBS, lower is better; a constant survival of 0.5 scores 0.25) of each fold "
-            "model's discrete survival curves S_1..S_k, read at the bin edges that lie inside the test fold's "
-            "follow-up and below the largest training time, with censoring weights from the training fold; and "
-            "the mean cumulative/dynamic AUC of 1 - S(t) at the same edges (td-AUC, 0.5 = no ranking). Mean ± "
-            f"population std over folds × seeds. Protocol: {facts['protocol']}; data: {facts['data']}; folds: "
-            f"{len(facts['folds'])}; seeds: {len(facts['seeds'])}. Bold: lowest IBS per cohort. n/a: undefined "
-            "(fewer than two scorable edges, no test death before them) or not logged by the run.")
+            "model's discrete survival curves S_1..S_k, read at the inner bin edges that lie inside the test fold's "
+            "follow-up and below the largest training time, with censoring weights from the training fold. "
+            f"{KM_LABEL}: the training fold's Kaplan-Meier curve given to every test patient, scored on the same "
+            "edges; it knows nothing about the patient, cannot rank (td-AUC 0.5) and is the reference of the Brier "
+            "skill score BSS = 1 - IBS / IBS_KM, per fold (positive: better than the population curve). td-AUC: "
+            "the mean cumulative/dynamic AUC of 1 - S(t) at the same edges (0.5 = no ranking). D-cal: fold runs "
+            "whose D-calibration test (Haider et al., JMLR 2020: S_i(t_i) at each test patient's own time, linear "
+            "between the bin edges, in 10 equal bins, censored patients spread over the bins below; chi-square, "
+            f"9 df) rejects at a Benjamini-Hochberg corrected p < {SIGNIFICANCE} over all {tested} fold runs of the "
+            "table, of the fold runs tested; heavy censoring makes the test conservative. Mean ± population std over "
+            f"folds × seeds. Protocol: {facts['protocol']}; data: {facts['data']}; folds: {len(facts['folds'])}; "
+            f"seeds: {len(facts['seeds'])}; suite version: {facts['suite_version']}. All of it is computed from "
+            "each run's predictions.csv and bin_edges. Bold: the lowest IBS of a model per cohort. n/a: undefined (fewer than two "
+            "scorable edges, no test death within the training follow-up) or a run without bin_edges. "
+            f"calibration/<cohort>.png: predicted against observed (Kaplan-Meier, 95% interval) survival at the "
+            f"horizon t* (months: {horizon_text}; the median over folds of the training fold's median follow-up) "
+            f"in {calibration.CALIBRATION_GROUPS} groups of the first seed's test patients pooled over folds.")

@@ -3,15 +3,23 @@
     python -m bench.report [--tracking-uri URI] [--experiment NAME] [--out results/]
 
 Writes into --out: `cindex_table.{csv,md,tex}` (models x cohorts, mean ± population std of the per-fold
-Harrell C), `calibration_table.{csv,md}` (models x cohorts, integrated Brier score and td-AUC),
-`cindex_summary.csv` (per model and cohort: IPCW C, `ibs` and `td_auc` means, pooled out-of-fold C with
-its bootstrap CI, KM log-rank p), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`,
-`fold_cindex.png` and `ranks.png`, then logs them as artifacts of a `run_kind=report` run in the same experiment.
+Harrell C), `calibration_table.{csv,md}` (models x cohorts: integrated Brier score, Brier skill score against
+the training fold's Kaplan-Meier, td-AUC, D-calibration rejections; and the Kaplan-Meier reference row),
+`cindex_summary.csv` (per model and cohort: IPCW C, the calibration means, D-calibration folds rejected of
+tested, pooled out-of-fold C with its bootstrap CI, KM log-rank p), `calibration_folds.csv` (per fold run: IBS,
+IBS_KM, skill, td-AUC, D-calibration chi-square, p and Benjamini-Hochberg p over the table),
+`calibration_groups.csv` and `calibration/<cohort>.png` (predicted against observed survival at the horizon,
+with the horizon in months), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`, `fold_cindex.png`
+and `ranks.png`, then logs them as artifacts of a `run_kind=report` run in the same experiment. The calibration
+is computed from each fold run's predictions.csv and `bin_edges` param (`bench.report.calibration`), so runs of
+older suite versions get it too.
 
 In `pairwise_tests.csv`, each model's C is first averaged over seeds within a fold; `n_folds` differences
 (`n_seeds` seeds each) give the corrected t-test `df` = n_folds - 1, and `mean_diff` is their mean (a - b).
 `t_undefined` says why a t-test has no p. `pooled_diff` and the bootstrap CI and p are for the difference
-in pooled out-of-fold C; `wilcoxon_p` is descriptive. `comparison` is `ours` (two of our models) or
+in pooled out-of-fold C: the bootstrap resamples test patients only, so its p is conditional on the fitted
+fold models (it says nothing of another training set or seed), and it is uncorrected for the number of
+comparisons; `wilcoxon_p` is descriptive. `comparison` is `ours` (two of our models) or
 `published` (one of ours against a model of MCAT's release, model_b, on the same folds: no bootstrap, as no
 patient-level predictions were released). `holm_p` corrects the corrected-t p-values within each kind of
 comparison (undefined ones count in m and stay empty); the table's † marker reads the `ours` family only.

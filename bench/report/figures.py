@@ -1,5 +1,5 @@
-"""The figures: KM per (cohort, model) and as a grid, per-fold C, mean ranks; fixed sizes and jitter so a
-rerun writes the same bytes."""
+"""The figures: KM per (cohort, model) and as a grid, per-fold C, mean ranks, calibration at the horizon per
+cohort; fixed sizes and jitter so a rerun writes the same bytes."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ KM_SIZE = (6.0, 5.0)          # inches; 900 x 750 px at DPI
 FOLD_PLOT_SIZE = (7.5, 4.0)
 RANKS_SIZE = (6.5, 3.2)
 KM_CELL = (3.2, 2.7)          # per panel of the grid
+CAL_CELL = (2.6, 2.6)         # per model panel of a cohort's calibration figure
+CAL_COLUMNS = 5               # panels per row before the calibration figure wraps
 HIGH_COLOR, LOW_COLOR = "#b2182b", "#2166ac"
 
 
@@ -200,6 +202,35 @@ def plot_ranks(res: Results, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_calibration(groups: pd.DataFrame, cohort: str, path: Path) -> Path:
+    """One panel per model: each risk group's mean predicted S(t*) against its Kaplan-Meier S(t*) with the 95%
+    interval, beside the diagonal (perfect calibration)."""
+    models = sorted(groups["model"].unique())
+    cols = min(len(models), CAL_COLUMNS)
+    rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, figsize=(CAL_CELL[0] * cols, CAL_CELL[1] * rows + 0.6),
+                             layout="constrained")
+    for ax in axes.flat[len(models):]:
+        ax.axis("off")
+    for ax, model in zip(axes.flat, models):
+        g = groups[groups["model"] == model]
+        ax.plot([0, 1], [0, 1], color="#888888", lw=0.8, ls="--")
+        err = np.vstack([g["observed"] - g["observed_low"], g["observed_high"] - g["observed"]]).clip(min=0)
+        ax.errorbar(g["predicted"], g["observed"], yerr=np.nan_to_num(err), fmt="o", color=LOW_COLOR, ms=4,
+                    capsize=2, lw=1)
+        ax.set(xlim=(0, 1.02), ylim=(0, 1.02), aspect="equal")
+        ax.set_title(f"{display(model)} (n={int(g['n'].sum())})", fontsize=9)
+        ax.set_xlabel("Predicted S(t*)", fontsize=8)
+        ax.set_ylabel("Observed S(t*) (KM)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, lw=0.5)
+    horizon = float(groups["horizon"].iloc[0])
+    title = (f"{cohort.upper()}: predicted vs observed survival at t* = {horizon:.1f} months "
+             f"({groups['group'].max()} risk groups, test folds pooled)")
+    fig.suptitle(textwrap.fill(title, int(14 * CAL_CELL[0] * cols)), fontsize=9)
+    return _save(fig, path)
+
+
 def write_figures(res: Results, out: Path) -> list[Path]:
     km_dir = out / "km"
     km_dir.mkdir(parents=True, exist_ok=True)
@@ -211,6 +242,12 @@ def write_figures(res: Results, out: Path) -> list[Path]:
                     "its fold model's median training risk")
         written.append(plot_km(g, f"{cohort.upper()} — {display(model)}", subtitle, km_dir / f"{cohort}_{model}.png"))
     written.append(plot_km_grid(res, out / "km_grid.png"))
+    cal_dir = out / "calibration"
+    cal_dir.mkdir(exist_ok=True)
+    for stale in cal_dir.glob("*.png"):
+        stale.unlink()
+    for cohort, g in res.horizons.groupby("cohort", sort=True):
+        written.append(plot_calibration(g, cohort, cal_dir / f"{cohort}.png"))
     written.append(plot_fold_cindex(res, out / "fold_cindex.png"))
     written.append(plot_ranks(res, out / "ranks.png"))
     return written

@@ -1,7 +1,8 @@
 """Reading the MLflow store: one experiment's finished fold runs, checked, and their predictions.
 
 The only module of bench.report that reads MLflow; everything after it takes DataFrames. The runs of a table
-must agree on every recorded setting (`SETTING_TAGS`), unless the caller allows a mix.
+must agree on every recorded setting (`SETTING_TAGS`), package version and, per fold, split file, unless the
+caller allows a mix.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.tracking import COHORT_TAGS, PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS, check_store
+from bench.tracking import COHORT_TAGS, PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_TAGS, VERSION_TAGS, check_store
 
 FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
 REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
 PRED_COLUMNS = ("case_id", "split", "time", "event", "risk")
-RUN_METRICS = ("oracle_c_index", "ibs", "td_auc")  # read from each fold run; calibration needs its bin edges
+RUN_METRICS = ("oracle_c_index",)  # read from each fold run; calibration is recomputed from predictions and edges
+RUN_PARAMS = ("bin_edges",)  # the fold's bin edges (4 decimals): bench.report.calibration reads the curves with them
+# What the runs of one table must agree on besides SETTING_TAGS: the package versions everywhere, and the split file
+# within each (cohort, fold) (the folds of a cohort have their own files by nature)
+CHECKED_TAGS = (*SETTING_TAGS, *VERSION_TAGS)
+FOLD_TAGS = ("split_sha256",)
 
 
 def _all_runs(client, experiment_id: str) -> list:
@@ -56,11 +62,12 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
     """Finished fold runs and their predictions: (runs, predictions, experiment_id).
 
     `models`: only these models' runs (one experiment may hold the default five and the extended ones);
-    None: every model with runs. The runs kept must agree on every `SETTING_TAGS` entry (`n/a` where a run
-    predates the tag), unless `allow_mixed`: then the table's caption lists the mix.
+    None: every model with runs. The runs kept must agree on every `CHECKED_TAGS` entry (`n/a` where a run
+    predates the tag) and, within a (cohort, fold), on `split_sha256`, unless `allow_mixed`: then the table's
+    caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
-    with its tags and `RUN_METRICS` (NaN where not logged). `predictions` is every run's predictions.csv
+    with its tags, `RUN_METRICS` (NaN where not logged) and `RUN_PARAMS` (empty where not logged). `predictions` is every run's predictions.csv
     stacked, with model, cohort, seed and fold added.
     """
     from mlflow.exceptions import MlflowException
@@ -87,8 +94,9 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
                              f"{', '.join(missing)}; it was not written by bench.run. Delete it or tag it.")
         rows.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
                      **{t: tags[t] for t in REQUIRED_TAGS},
-                     **{t: tags.get(t, "n/a") for t in SETTING_TAGS},
-                     **{m: run.data.metrics.get(m, np.nan) for m in RUN_METRICS}})
+                     **{t: tags.get(t, "n/a") for t in (*CHECKED_TAGS, *FOLD_TAGS)},
+                     **{m: run.data.metrics.get(m, np.nan) for m in RUN_METRICS},
+                     **{p: run.data.params.get(p, "") for p in RUN_PARAMS}})
     runs = pd.DataFrame(rows)
     for tag in ("protocol", "data"):
         if runs[tag].nunique() > 1:
@@ -137,12 +145,17 @@ def only_models(runs: pd.DataFrame, models: list[str]) -> pd.DataFrame:
 def mixed_settings(runs: pd.DataFrame, examples: int = 3) -> list[str]:
     """Each setting on which the runs differ, as `tag: value (n runs, e.g. ids), ...`; [] when they agree.
 
-    `COHORT_TAGS` (a cohort's own feature files and table variant) are compared within each cohort only.
+    `COHORT_TAGS` (a cohort's own feature files and table variant) are compared within each cohort only, the split
+    file within each (cohort, fold); the settings (`SETTING_TAGS`) and package versions across the table.
     """
+    def scopes(tag):
+        if tag in FOLD_TAGS:
+            return [(f" ({c} fold {k})", g) for (c, k), g in runs.groupby(["cohort", "fold"])]
+        return [(f" ({c})", g) for c, g in runs.groupby("cohort")] if tag in COHORT_TAGS else [("", runs)]
+
     out = []
-    for tag in (t for t in SETTING_TAGS if t in runs):
-        groups = [(f" ({c})", g) for c, g in runs.groupby("cohort")] if tag in COHORT_TAGS else [("", runs)]
-        for where, group in groups:
+    for tag in (t for t in (*CHECKED_TAGS, *FOLD_TAGS) if t in runs):
+        for where, group in scopes(tag):
             if group[tag].nunique() > 1:
                 parts = [f"{value} ({len(ids)} run{'s' if len(ids) > 1 else ''}, e.g. {', '.join(ids[:examples])})"
                          for value, ids in group.groupby(tag)["run_id"].agg(list).items()]

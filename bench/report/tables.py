@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.report.analysis import CIndexTable, Results, calibration_caption, cohort_order, display
+from bench.report import calibration
+from bench.report.analysis import KM_LABEL, CIndexTable, Results, calibration_caption, cohort_order, display
 
 
 def _cell_text(cell, fmt: str) -> str:
@@ -82,30 +83,52 @@ def _mean_pm_std(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if np.isfinite(mean) else "n/a"
 
 
-def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
-    """Header plus one row per model: IBS and td-AUC mean ± std per cohort, then their means over cohorts.
+def _mean(values) -> str:
+    v = float(np.nanmean(values)) if np.isfinite(np.asarray(values, dtype=float)).any() else np.nan
+    return f"{v:.3f}" if np.isfinite(v) else "n/a"
 
-    `fmt` is csv or md; md bolds the lowest IBS of each cohort (lower is better).
+
+def _rejected(rejected, tested) -> str:
+    return f"{int(rejected)}/{int(tested)}" if tested else "n/a"
+
+
+CALIBRATION_FIELDS = ("IBS", "BSS", "td-AUC", "D-cal")
+
+
+def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
+    """Header plus one row per model and the Kaplan-Meier reference row: per cohort IBS, Brier skill score and
+    td-AUC (mean ± std) and D-calibration rejections (k/n fold runs), then their means (rejections: summed)
+    over cohorts.
+
+    `fmt` is csv or md; md bolds the lowest model IBS of each cohort (lower is better).
     """
     s = res.summary
     cohorts, models = cohort_order(s["cohort"]), sorted(s["model"].unique())
     cells = s.set_index(["cohort", "model"])
     best = s.groupby("cohort")["ibs"].min()
-    out = [["Model"] + [f"{c.upper()} {m}" for c in cohorts for m in ("IBS", "td-AUC")] + ["Mean IBS", "Mean td-AUC"]]
+    out = [["Model"] + [f"{c.upper()} {f}" for c in cohorts for f in CALIBRATION_FIELDS]
+           + ["Mean IBS", "Mean BSS", "Mean td-AUC", "D-cal"]]
     for model in models:
         row = [display(model)]
         for cohort in cohorts:
             if (cohort, model) not in cells.index:
-                row += ["n/a", "n/a"]
+                row += ["n/a"] * len(CALIBRATION_FIELDS)
                 continue
             r = cells.loc[(cohort, model)]
             ibs = _mean_pm_std(r["ibs"], r["ibs_std"])
             if fmt == "md" and np.isfinite(r["ibs"]) and r["ibs"] == best[cohort]:
                 ibs = f"**{ibs}**"
-            row += [ibs, _mean_pm_std(r["td_auc"], r["td_auc_std"])]
-        means = s.loc[s["model"] == model, ["ibs", "td_auc"]].mean()
-        row += [f"{v:.3f}" if np.isfinite(v) else "n/a" for v in (means["ibs"], means["td_auc"])]
+            row += [ibs, _mean_pm_std(r["brier_skill"], r["brier_skill_std"]), _mean_pm_std(r["td_auc"], r["td_auc_std"]),
+                    _rejected(r["dcal_rejected"], r["dcal_tested"])]
+        mine = s[s["model"] == model]
+        row += [_mean(mine["ibs"]), _mean(mine["brier_skill"]), _mean(mine["td_auc"]),
+                _rejected(mine["dcal_rejected"].sum(), mine["dcal_tested"].sum())]
         out.append(row)
+    km = calibration.km_reference(res.calibration).set_index("cohort").reindex(cohorts)
+    row = [KM_LABEL]
+    for cohort in cohorts:
+        row += [_mean_pm_std(km.loc[cohort, "ibs_km"], km.loc[cohort, "ibs_km_std"]), "0", "–", "–"]
+    out.append(row + [_mean(km["ibs_km"]), "0", "–", "–"])
     return out
 
 
@@ -117,8 +140,10 @@ def write_calibration_table(res: Results, out: Path) -> list[Path]:
 
 
 def write_csvs(res: Results, out: Path) -> list[Path]:
-    """pairwise_tests.csv and cindex_summary.csv with fixed float formatting."""
-    pw, sm = out / "pairwise_tests.csv", out / "cindex_summary.csv"
-    res.pairwise.to_csv(pw, index=False, float_format="%.6g", lineterminator="\n")
-    res.summary.to_csv(sm, index=False, float_format="%.6g", lineterminator="\n")
-    return [pw, sm]
+    """pairwise_tests.csv, cindex_summary.csv, calibration_folds.csv (per fold run) and calibration_groups.csv (the
+    figure's risk groups at the horizon) with fixed float formatting."""
+    paths = {name: out / f"{name}.csv" for name in ("pairwise_tests", "cindex_summary", "calibration_folds",
+                                                    "calibration_groups")}
+    for name, frame in zip(paths, (res.pairwise, res.summary, res.calibration, res.horizons)):
+        frame.to_csv(paths[name], index=False, float_format="%.6g", lineterminator="\n")
+    return list(paths.values())
