@@ -60,7 +60,9 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epochs (recorded in the run)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (not under --protocol paper)")
-    p.add_argument("--micro-batch", type=int, default=8, help="patients per padded forward pass (speed only)")
+    p.add_argument("--micro-batch", type=int, default=8,
+                   help="patients per padded forward pass; it regroups bags, so dropout draws differ and the numbers "
+                        "move (recorded, tag micro_batch: another value reruns a finished job)")
     mem = p.add_argument_group("memory", "what bounds a sweep's memory at real scale")
     mem.add_argument("--cache-gb", type=float, default=None,
                      help="bag cache budget in GB (1e9 bytes): least-recently-used bags go first; one cache per process "
@@ -73,8 +75,9 @@ def parse_args(argv):
                           "which the runs record (tag feature_precision)")
     mem.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,
                      help="padded patches per micro-batch in training and scoring (patients x longest bag): bounds "
-                          f"activation memory, never the maths; a longer bag travels alone (default {DEFAULT_MAX_TOKENS}; "
-                          "0: no limit)")
+                          f"activation memory; a longer bag travels alone (default {DEFAULT_MAX_TOKENS}; 0: no limit). "
+                          "Without dropout the maths is unchanged; with it, regrouped bags draw other dropout masks, so "
+                          "it is recorded (tag max_tokens) and another value reruns a finished job")
     p.add_argument("--dim", type=int, default=None,
                    help="--data semisynthetic: width of the simulated features (default 1024); other data take the "
                         "width from the feature files")

@@ -37,7 +37,7 @@ PREDICTIONS_ARTIFACT = "predictions.csv"
 # the job, and the report refuses a table whose runs differ in one
 SETTING_TAGS = ("protocol", "data", "profile", "epochs", "grad_accum", "inner_val_fraction", "trials",
                 "table_variant", "data_root", "features_dir", "features_width", "features_files", "features_hash",
-                "precision", "device", "suite_version", "feature_precision", "cpu_threads")
+                "precision", "device", "suite_version", "feature_precision", "cpu_threads", "micro_batch", "max_tokens")
 # Of those, the ones that describe one cohort's inputs: a table's cohorts differ in them by nature (their own
 # feature files; `sig` here, `mutsig` there), so the report asks them to agree within each cohort only.
 COHORT_TAGS = ("table_variant", "features_dir", "features_files", "features_hash")

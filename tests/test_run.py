@@ -345,11 +345,12 @@ def test_real_data_mode_reads_mcat_style_pt_features(tmp_path_factory, tmp_path)
 
 
 def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory, tmp_path, capsys):
-    """A bigger feature file, bf16 and another data root each rerun both jobs, with the reason on stderr once;
-    an unchanged rerun trains nothing."""
+    """A bigger feature file, other bytes in a file of the same size, bf16 and another data root each rerun both
+    jobs, with the reason on stderr once; an unchanged rerun trains nothing. ABMIL reads the slides (an SNN-only
+    sweep opens no feature folder: its features tags read `none`)."""
     root = tmp_path / "root"
     shutil.copytree(tiny_root(tmp_path_factory), root)
-    argv = argv_for(tmp_path_factory, "provenance", "--models", "snn", "--folds", "0,1", "--trials", "1",
+    argv = argv_for(tmp_path_factory, "provenance", "--models", "abmil", "--folds", "0,1", "--trials", "1",
                     "--epochs", "1", "--workers", "1")
     argv[argv.index("--data-root") + 1] = str(root)
     client = MlflowClient(store_uri(tmp_path_factory))
@@ -371,19 +372,59 @@ def test_changed_inputs_rerun_the_job_and_name_the_reason_once(tmp_path_factory,
     assert err.count("rerunning jobs") == 1 and "features_hash" in err and "precision" not in err
     assert runs[2].data.tags["features_hash"] != runs[0].data.tags["features_hash"]
 
+    path = next((root / "features" / "tcga_blca" / "h5_files").glob("*.h5"))
+    size = path.stat().st_size
+    with h5py.File(path, "a") as f:  # another encoder's features of the same width: same names, same sizes
+        f["features"][...] = -f["features"][...]
+    assert path.stat().st_size == size
+    out, err, runs = rerun()
+    assert len(runs) == 6 and err.count("rerunning jobs") == 1 and "features_hash" in err
+    assert runs[4].data.tags["features_hash"] != runs[2].data.tags["features_hash"]
+
     out, err, runs = rerun("--precision", "bf16")
-    assert len(runs) == 6 and err.count("rerunning jobs") == 1 and "precision fp32 -> bf16" in err
+    assert len(runs) == 8 and err.count("rerunning jobs") == 1 and "precision fp32 -> bf16" in err
 
     other = tmp_path / "moved"
     shutil.copytree(root, other)
     argv[argv.index("--data-root") + 1] = str(other)
     out, err, runs = rerun("--precision", "bf16")
-    assert len(runs) == 8 and err.count("rerunning jobs") == 1
+    assert len(runs) == 10 and err.count("rerunning jobs") == 1
     assert f"data_root {root.resolve()} -> {other.resolve()}" in " ".join(err.split())
-    assert "features_hash" not in err  # same files, same sizes: only where they are changed
+    assert "features_hash" not in err  # same files, same bytes: only where they are changed
     out, err, runs = rerun("--precision", "bf16", "--threads-per-job", "2")
-    assert len(runs) == 10 and err.count("rerunning jobs") == 1 and "cpu_threads 1 -> 2" in err
+    assert len(runs) == 12 and err.count("rerunning jobs") == 1 and "cpu_threads 1 -> 2" in err
     assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_micro_batch_and_token_budget_rerun_the_job_and_the_report_refuses_their_mix(tmp_path_factory, tmp_path,
+                                                                                        capsys):
+    """They regroup bags, so dropout draws differ: each is a setting tag. A changed --max-tokens reruns fold 0 and a
+    changed --micro-batch fold 1, naming the change once; the report then refuses the table until --allow-mixed."""
+    from bench.errors import cli_main
+    from bench.report import main as report_main
+
+    report = cli_main(report_main)
+    argv = argv_for(tmp_path_factory, "regrouped", "--models", "abmil", "--trials", "1", "--epochs", "1",
+                    "--workers", "1")
+    client = MlflowClient(store_uri(tmp_path_factory))
+    assert main([*argv, "--folds", "0,1"]) == 0
+    first = {r.data.tags["fold"]: r for r in runs_of(client, "regrouped")}
+    assert {(r.data.tags["micro_batch"], r.data.tags["max_tokens"]) for r in first.values()} == {("8", "65536")}
+    capsys.readouterr()
+    assert main([*argv, "--folds", "0", "--max-tokens", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert "already finished" not in out and err.count("rerunning jobs") == 1 and "max_tokens 65536 -> 100" in err
+    assert main([*argv, "--folds", "1", "--micro-batch", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert "already finished" not in out and "micro_batch 8 -> 4" in " ".join(err.split())
+    runs = runs_of(client, "regrouped")
+    assert len(runs) == 4 and len({r.data.tags["job_key"] for r in runs}) == 4
+
+    uri, out_dir = store_uri(tmp_path_factory), tmp_path / "report"
+    assert report(["--tracking-uri", uri, "--experiment", "regrouped", "--out", str(out_dir)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "max_tokens: 100 (1 run" in err and "micro_batch: 4 (1 run" in err and not out_dir.exists()
+    assert report(["--tracking-uri", uri, "--experiment", "regrouped", "--out", str(out_dir), "--allow-mixed"]) == 0
 
 
 def test_worker_count_never_changes_a_number(tmp_path_factory, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""--max-tokens: micro-batches cut by padded patches change memory, never the maths (fit and predict)."""
+"""--max-tokens: micro-batches cut by padded patches change memory and, without dropout, never the maths
+(fit and predict); with dropout they draw other masks, so the sweep records them."""
 
 from __future__ import annotations
 
@@ -65,3 +66,15 @@ def test_token_budget_gives_the_parameters_and_predictions_of_one_by_one(monkeyp
     assert all(n == 1 or tokens <= 40 for n, tokens in padded) and max(n for n, _ in padded) > 1
     np.testing.assert_allclose(within, alone, atol=1e-6)
     np.testing.assert_allclose(predict(budget.model, test, TrainSettings())[cols].to_numpy(), alone, atol=1e-6)
+
+
+def test_with_dropout_the_grouping_changes_the_numbers_so_the_sweep_records_it():
+    """Regrouped bags draw other dropout masks: micro-batch and token budget are result settings (tags micro_batch,
+    max_tokens; bench.jobs.setting_tags), not speed settings, once dropout is on."""
+    train, test = patients(), patients(n=13, seed=1)
+    common = dict(lr=2e-4, epochs=2, grad_accum=8, seed=3)
+    cols = [f"S_{k}" for k in range(1, 5)]
+    risks = [predict(fit("abmil", train, {"dropout": 0.25}, TrainSettings(**common, **grouping)).model, test,
+                     TrainSettings())[cols].to_numpy() for grouping in ({"micro_batch": 8}, {"micro_batch": 1},
+                                                                         {"micro_batch": 8, "max_tokens": 40})]
+    assert np.abs(risks[0] - risks[1]).max() > 1e-4 and np.abs(risks[0] - risks[2]).max() > 1e-4
