@@ -228,6 +228,10 @@ def test_paper_caption_says_what_the_protocol_does():
     caption = analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3)).caption
     assert "bins cut on the whole cohort including the scored fold" in caption and "the last epoch scored" in caption
     assert "whole cohort" not in analysis.cindex_table(analysed({"mcat": 1.0, "snn": 0.5}, folds=3)).caption
+    # CMTA's per-cohort alpha, chosen on these splits' val folds, is labelled where the paper protocol keeps it
+    paper = analysis.cindex_table(analysed({"cmta": 1.0, "snn": 0.5}, protocol="paper", data="tcga", folds=3)).caption
+    nested = analysis.cindex_table(analysed({"cmta": 1.0, "snn": 0.5}, folds=3)).caption
+    assert "CMTA keeps run.sh's per-cohort alpha" in paper and "alpha" not in nested
 
 
 @pytest.mark.parametrize("protocol", ["nested", "paper"])

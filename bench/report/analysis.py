@@ -21,6 +21,7 @@ from bench.data import published as mcat_release
 from bench.data.layout import COHORTS
 from bench.report import calibration
 from bench.report.store import mixed_settings
+from models import get_model_class, list_models
 
 BOOTSTRAP_SEED = 0
 SIGNIFICANCE = 0.05
@@ -276,6 +277,10 @@ def _caption(res: Results, facts: dict, fri_p: float, fri_reason: str, alpha: fl
     tuning = ("paper default hyperparameters, no tuning, bins cut on the whole cohort including the scored "
               "fold (as published, optimistic), the last epoch scored" if facts["protocol"] == "paper"
               else f"Optuna trials per job: {facts['trials']}")
+    if facts["protocol"] == "paper":  # reference values chosen on these splits' val folds, named per model
+        notes = [getattr(get_model_class(m), "PAPER_PARAMS_NOTE", "") for m in sorted(res.runs["model"].unique())
+                 if m in list_models()]
+        tuning += "".join(f" ({n})" for n in notes if n)
     text = (f"Harrell's C-index on the held-out fold, mean ± population std over folds × seeds. "
             f"Protocol: {facts['protocol']}; data: {facts['data']}; folds: {len(folds)} "
             f"({', '.join(map(str, folds))}); seeds: {len(seeds)} ({', '.join(map(str, seeds))}); "

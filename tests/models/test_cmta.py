@@ -1,6 +1,8 @@
-"""CMTA pins the reference's layer list, its Nystrom configuration, its L1 terms, per-cohort alpha and
-SGD. That a padded batch equals each bag alone is checked in test_batching.py."""
+"""CMTA pins the reference's layer list, its Nystrom configuration, its L1 terms, per-cohort alpha under the paper
+protocol and a tuned one under the nested, and SGD. That a padded batch equals each bag alone is checked in
+test_batching.py."""
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -80,6 +82,20 @@ def test_paper_params_carry_sgd_and_the_cohorts_alpha():
         assert params["sim_alpha"] == alpha and params["optimizer"] == "sgd" and params["lr"] == 1e-3
     assert cls.paper_params("other")["sim_alpha"] == 0.5  # the reference's default --alpha
     assert get_model_class("mcat").paper_params("brca") == get_model_class("mcat").paper_defaults
+
+
+def test_nested_search_space_tunes_alpha_over_the_references_range_and_overrides_the_cohorts_value():
+    """The per-cohort alpha was chosen by the reference's authors with these splits' val folds: the nested protocol
+    must choose its own. The study's alpha is log-uniform over [1e-4, 100], and tune() lays it over paper_params."""
+    cls = get_model_class("cmta")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    trial = study.ask()
+    space = cls.search_space(trial)
+    assert trial.distributions["sim_alpha"] == optuna.distributions.FloatDistribution(1e-4, 100.0, log=True)
+    assert 1e-4 <= space["sim_alpha"] <= 100.0
+    tuned = {**cls.paper_params("luad"), **space}  # what bench.tune hands the refit: base overlaid by the trial
+    assert tuned["sim_alpha"] == space["sim_alpha"] != REFERENCE_ALPHA["luad"]
+    assert "run.sh's per-cohort alpha" in cls.PAPER_PARAMS_NOTE
 
 
 def test_trainer_builds_the_optimizer_the_params_name():
