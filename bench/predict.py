@@ -38,7 +38,8 @@ from bench.data.layout import TABLE_VARIANTS, slide_stem
 from bench.errors import BenchError, cli_main
 from bench.fold import PatientSet, patient_set
 from bench.survival import c_index
-from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, describe, finished_fold_run
+from bench.tracking import (PREDICTIONS_ARTIFACT, TRACKING_URI_HELP, default_tracking_uri, describe,
+                            finished_fold_run)
 from bench.train import TrainSettings, collate, predict
 from models import OMICS, WSI
 
@@ -75,7 +76,7 @@ def parse_args(argv):
     p.add_argument("--cohort", required=True, help="the cohort to score (blca, brca, gbmlgg, luad, ucec)")
     p.add_argument("--out", type=Path, default=Path("predictions.csv"))
     p.add_argument("--attention", type=Path, default=None, metavar="DIR", help="write per-patch attention, one CSV per slide")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    p.add_argument("--tracking-uri", default=default_tracking_uri(), help=TRACKING_URI_HELP)
     p.add_argument("--features-dir", type=Path, default=None, help="MCAT-style feature folder (tcga_<c>_20x_features/)")
     p.add_argument("--table-variant", choices=TABLE_VARIANTS, default=None,
                    help="default: the run's own where the data root has it, else as bench.run picks")

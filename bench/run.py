@@ -28,7 +28,8 @@ from bench.errors import BenchError, cli_main
 from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
-from bench.tracking import DEFAULT_TRACKING_URI, Tracker, default_experiment, runs_table_url, store_dir, ui_command
+from bench.tracking import (TRACKING_URI_HELP, Tracker, default_experiment, default_tracking_uri, runs_table_url,
+                            store_dir, ui_command)
 from models import DEFAULT_MODELS, WSI, get_model_class, list_models, select_models
 from models.registry import MODEL_SELECTIONS, TABULAR_MODELS
 
@@ -53,7 +54,7 @@ def parse_args(argv):
     p.add_argument("--table-variant", default=None,
                    help="real tables: sig or mutsig for all cohorts, or per cohort (blca=sig,brca=mutsig); "
                         "default: sig where fetched, else mutsig")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
+    p.add_argument("--tracking-uri", default=default_tracking_uri(), help=TRACKING_URI_HELP)
     p.add_argument("--experiment", default=None, help="default: <data>-<protocol>")
     p.add_argument("--seed", default="1", help="seed, or comma-separated seeds (one job per seed)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="quick")

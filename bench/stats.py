@@ -128,7 +128,7 @@ def integrated_brier(train_time, train_event, test_time, test_event, surv, edges
 
 
 def km_at(train_time, train_event, times) -> np.ndarray:
-    """The training Kaplan-Meier S(t) = P(T > t) (right-continuous step) at each of `times`; 1 before the first death."""
+    """The training Kaplan-Meier S(t) = P(T > t) (a right-continuous step) at `times`; 1 before the first death."""
     t, s = kaplan_meier_estimator(np.asarray(train_event, dtype=bool), np.asarray(train_time, dtype=float))
     idx = np.searchsorted(t, np.asarray(times, dtype=float), side="right") - 1
     return np.where(idx >= 0, s[np.clip(idx, 0, None)], 1.0)

@@ -30,6 +30,8 @@ from mlflow.tracking import MlflowClient
 from bench.errors import BenchError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+TRACKING_URI_DEFAULT = f"default: $MLFLOW_TRACKING_URI when set, else {DEFAULT_TRACKING_URI}"
+TRACKING_URI_HELP = f"MLflow store ({TRACKING_URI_DEFAULT})"
 
 RUN_KIND = "run_kind"            # tag: "parent" | "fold" | "report"
 PREDICTIONS_ARTIFACT = "predictions.csv"
@@ -48,6 +50,12 @@ VERSION_PACKAGES = ("numpy", "pandas", "scikit-survival", "optuna", "mlflow")
 VERSION_TAGS = ("torch_version", *(f"version.{p}" for p in VERSION_PACKAGES))
 JOB_KEY = "job_key"              # tag: hash of everything that defines a job's result
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3 opens the runs view
+
+
+def default_tracking_uri() -> str:
+    """The store a command uses without --tracking-uri: MLFLOW_TRACKING_URI when set, as MLflow's own tools read
+    it, else the local sqlite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
 def default_experiment(data: str, protocol: str) -> str:
@@ -106,7 +114,7 @@ def finished_fold_run(uri: str, run_id: str):
     except MlflowException as err:
         raise BenchError(f"no run {run_id!r} in the MLflow store {uri} ({err.message.splitlines()[0][:200]}). Copy a "
                          "fold run's id from the runs table (`mlflow ui`, a fold run's page shows it), and pass "
-                         f"--tracking-uri naming the store the sweep logged to (default {DEFAULT_TRACKING_URI}).") from None
+                         f"--tracking-uri naming the store the sweep logged to ({TRACKING_URI_DEFAULT}).") from None
     kind = run.data.tags.get(RUN_KIND)
     if kind != "fold":
         children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and "
@@ -151,7 +159,7 @@ class Tracker:
             raise
         except Exception as err:  # connection refused, bad scheme, schema problems
             raise BenchError(f"the tracking store {uri} cannot be opened or reached ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:300]}). Check --tracking-uri (default {DEFAULT_TRACKING_URI}); "
+                             f"{str(err).splitlines()[0][:300]}). Check --tracking-uri ({TRACKING_URI_DEFAULT}); "
                              "for a server, start it first (mlflow server --host 127.0.0.1).") from None
         self.experiment = experiment
 
@@ -278,7 +286,7 @@ def _probe_server(uri: str, timeout: float = 5.0) -> None:
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise BenchError(f"the tracking server {uri} does not answer ({reason}). Start it first (mlflow server "
-                         f"--host 127.0.0.1 --port PORT) or pass another --tracking-uri (default {DEFAULT_TRACKING_URI}).") from None
+                         f"--host 127.0.0.1 --port PORT) or pass another --tracking-uri ({TRACKING_URI_DEFAULT}).") from None
 
 
 def _created(run) -> tuple:

@@ -20,9 +20,9 @@ difference between each modality's encoder and decoder cls tokens with the encod
 chose with the val folds of these same splits. The paper protocol keeps them (`paper_params` hands a cohort
 its value; `PAPER_PARAMS_NOTE` labels them in the report's caption). The nested protocol tunes alpha like
 every other hyperparameter, on a log range over the reference's 1e-4 to 100 (`search_space`): keeping the
-per-cohort values there would let the test fold inform a choice. The reference trains with SGD (momentum 0.9), lr 1e-3, weight decay 1e-5
-(its default), one patient per step, 30 epochs, no scheduler: `paper_defaults` carries the optimiser
-and lr, which the trainer reads.
+per-cohort values there would let the test fold inform a choice. The reference trains with SGD
+(momentum 0.9), lr 1e-3, weight decay 1e-5 (its default), one patient per step, 30 epochs, no scheduler:
+`paper_defaults` carries the optimiser and lr, which the trainer reads.
 
 Not batchable: the square padding and the Nystrom landmarks depend on each bag's length, so a padded
 batch is run bag by bag on each bag's real patches, as TransMIL.

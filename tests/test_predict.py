@@ -183,3 +183,24 @@ def test_features_of_another_width_are_refused(tmp_path_factory, tmp_path, capsy
 def test_attention_of_a_model_without_it_is_refused(tmp_path_factory, tmp_path, capsys):
     err = _refused(tmp_path_factory, tmp_path, capsys, fold_runs(tmp_path_factory)["snn"].info.run_id)
     assert "the snn model of run" in err and "no per-patch attention" in err
+
+
+def test_mlflow_tracking_uri_is_the_store_of_run_report_and_predict_without_tracking_uri(tmp_path_factory, tmp_path,
+                                                                                        monkeypatch):
+    """As MLflow's own tools do: without --tracking-uri, bench.run logs to, bench.report reads and bench.predict loads
+    from MLFLOW_TRACKING_URI. Run from an empty folder, where the fallback store (mlruns/) would appear."""
+    from bench.report import main as report_main
+
+    uri = store_uri(tmp_path_factory)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    argv = argv_for(tmp_path_factory, "env-uri", "--models", "snn", "--folds", "0", "--protocol", "paper",
+                    "--epochs", "1")
+    at = argv.index("--tracking-uri")
+    assert run_main(argv[:at] + argv[at + 2:]) == 0
+    (run,) = runs_of(MlflowClient(uri), "env-uri")
+    assert report_main(["--experiment", "env-uri", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "cindex_table.csv").is_file()
+    assert predict_main(["--run-id", run.info.run_id, "--data-root", str(tiny_root(tmp_path_factory)), "--cohort",
+                         "blca", "--out", str(tmp_path / "p.csv")]) == 0
+    assert len(pd.read_csv(tmp_path / "p.csv")) > 0 and not (tmp_path / "mlruns").exists()

@@ -35,7 +35,7 @@ def test_two_encoders_with_the_same_names_and_sizes_have_different_fingerprints(
     fa, fb = features_fingerprint(a, SLIDES), features_fingerprint(b, SLIDES)
     assert fa["features_hash"] != fb["features_hash"]
     assert (fa["features_width"], fa["features_files"]) == (fb["features_width"], fb["features_files"]) == ("64", "3")
-    shutil.copytree(tmp_path / "a", tmp_path / "copy")  # the same bytes elsewhere: the same hash (the folder is its own tag)
+    shutil.copytree(tmp_path / "a", tmp_path / "copy")  # the same bytes elsewhere: the same hash (the folder: own tag)
     copy = FeatureStore(tmp_path / "copy", dim=64)
     assert features_fingerprint(copy, SLIDES)["features_hash"] == fa["features_hash"]
 

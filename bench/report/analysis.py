@@ -118,7 +118,8 @@ def analyse(runs: pd.DataFrame, preds: pd.DataFrame, n_boot: int = stats.N_BOOT,
                             "c_mean": c_mean, "c_std": c_std, "ipcw_mean": i_mean, "ipcw_std": i_std,
                             **{name: value for metric in CALIBRATION_MEANS
                                for name, value in zip((metric, f"{metric}_std"), stats.mean_std(cell[metric]))},
-                            "dcal_rejected": int(cell["dcal_reject"].sum()), "dcal_tested": int(cell["dcal_p"].notna().sum()),
+                            "dcal_rejected": int(cell["dcal_reject"].sum()),
+                            "dcal_tested": int(cell["dcal_p"].notna().sum()),
                             "pooled_c": pooled[model].estimate, "pooled_ci_low": pooled[model].ci_low,
                             "pooled_ci_high": pooled[model].ci_high, "km_n_high": int(g["high"].sum()),
                             "km_n_low": int((~g["high"]).sum()), "logrank_p": p_lr})
@@ -324,8 +325,8 @@ def calibration_caption(res: Results) -> str:
             "table, of the fold runs tested; heavy censoring makes the test conservative. Mean ± population std over "
             f"folds × seeds. Protocol: {facts['protocol']}; data: {facts['data']}; folds: {len(facts['folds'])}; "
             f"seeds: {len(facts['seeds'])}; suite version: {facts['suite_version']}. All of it is computed from "
-            "each run's predictions.csv and bin_edges. Bold: the lowest IBS of a model per cohort. n/a: undefined (fewer than two "
-            "scorable edges, no test death within the training follow-up) or a run without bin_edges. "
+            "each run's predictions.csv and bin_edges. Bold: the lowest IBS of a model per cohort. n/a: undefined "
+            "(fewer than two scorable edges, no test death within the training follow-up) or a run without bin_edges. "
             f"calibration/<cohort>.png: predicted against observed (Kaplan-Meier, 95% interval) survival at the "
             f"horizon t* (months: {horizon_text}; the median over folds of the training fold's median follow-up) "
             f"in {calibration.CALIBRATION_GROUPS} groups of the first seed's test patients pooled over folds.")

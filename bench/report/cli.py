@@ -44,7 +44,7 @@ from bench.report.figures import write_figures
 from bench.report.store import read_store
 from bench.report.tables import write_calibration_table, write_csvs, write_table
 from bench.run import parse_models
-from bench.tracking import DEFAULT_TRACKING_URI, RUN_KIND
+from bench.tracking import RUN_KIND, TRACKING_URI_HELP, default_tracking_uri
 
 
 def log_report_run(uri: str, experiment_id: str, out: Path, files: list[Path], runs: pd.DataFrame) -> str:
@@ -100,7 +100,7 @@ def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path, published: pd.Data
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
-    parser.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help="MLflow store (default: %(default)s)")
+    parser.add_argument("--tracking-uri", default=default_tracking_uri(), help=TRACKING_URI_HELP)
     parser.add_argument("--experiment", default=None,
                         help="experiment name (default: the single experiment that has finished fold runs)")
     parser.add_argument("--out", default="results", type=Path, help="output folder (default: %(default)s/)")

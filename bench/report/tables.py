@@ -118,8 +118,8 @@ def calibration_rows(res: Results, fmt: str) -> list[list[str]]:
             ibs = _mean_pm_std(r["ibs"], r["ibs_std"])
             if fmt == "md" and np.isfinite(r["ibs"]) and r["ibs"] == best[cohort]:
                 ibs = f"**{ibs}**"
-            row += [ibs, _mean_pm_std(r["brier_skill"], r["brier_skill_std"]), _mean_pm_std(r["td_auc"], r["td_auc_std"]),
-                    _rejected(r["dcal_rejected"], r["dcal_tested"])]
+            row += [ibs, _mean_pm_std(r["brier_skill"], r["brier_skill_std"]),
+                    _mean_pm_std(r["td_auc"], r["td_auc_std"]), _rejected(r["dcal_rejected"], r["dcal_tested"])]
         mine = s[s["model"] == model]
         row += [_mean(mine["ibs"]), _mean(mine["brier_skill"]), _mean(mine["td_auc"]),
                 _rejected(mine["dcal_rejected"].sum(), mine["dcal_tested"].sum())]
