@@ -1,5 +1,7 @@
 """ABMIL: gated attention MIL, as MCAT's `MIL_Attention_FC_surv` (mode `path`, size "small").
 
+Reference file: models/model_set_mil.py of mahmoodlab/MCAT @ b9cca63be83c67de7f95308d54a58f80b78b0da1.
+
 WSI only, in training and at inference. Layers (data_formats.md section 11):
 fc Linear(D->512) ReLU Dropout; gated attention 512->256 (Dropout on both branches) -> 1;
 masked softmax over patches; rho Linear(512->256) ReLU Dropout; classifier Linear(256->n_bins).

@@ -1,5 +1,6 @@
-"""AMIL+SNN: MCAT's `MIL_Attention_FC_surv` with `fusion="concat"` (mahmoodlab/MCAT @ b9cca63,
-models/model_set_mil.py; mode `pathomic`, size "small").
+"""AMIL+SNN: MCAT's `MIL_Attention_FC_surv` with `fusion="concat"` (mode `pathomic`, size "small").
+
+Reference file: models/model_set_mil.py of mahmoodlab/MCAT @ b9cca63be83c67de7f95308d54a58f80b78b0da1.
 
 Needs WSI and omics in training and at inference. Layers: the ABMIL path branch (fc Linear(D->512)
 ReLU Dropout; gated attention 512->256 -> 1; masked softmax; rho Linear(512->256) ReLU Dropout), a

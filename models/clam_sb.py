@@ -1,5 +1,8 @@
-"""CLAM-SB for survival, as Innse/MOTCat's models/model_clam.py defines `CLAM_SB` (stored at 97e89b9c;
-the file is the one 712e03d ships), with CLAM's instance loss and bag weight (mahmoodlab/CLAM @ 53e2409).
+"""CLAM-SB for survival: MOTCat's `CLAM_SB`, with CLAM's instance loss and bag weight.
+
+Reference files: models/model_clam.py of Innse/MOTCat @ 97e89b9c55028dc535148292e241f74702295c84 (the commit that
+holds it: MOTCat's model commit 712e03d7dcef750aadcdb637094f81e89f55405c, which models/motcat.py follows, does not);
+the instance loss and bag weight of mahmoodlab/CLAM @ 53e2409d4a8189c682c173382964a85f114f923c.
 
 WSI only, in training and at inference. Layers (size "small" = [1024, 256, 256], gated): fc
 Linear(D->256) ReLU Dropout; gated attention 256->256 (Dropout on both branches) -> 1; masked softmax;

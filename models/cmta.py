@@ -1,6 +1,8 @@
-"""CMTA (Zhou & Chen, ICCV 2023), as FT-ZHOU-ZZZ/CMTA @ fe99848ef3b0c61d0c64988b07c68f2214cf9cc1
-(`models/cmta/network.py`, concat fusion, model_size "small"; loss from `models/cmta/engine.py` and
-`utils/loss.py` with `--loss nll_surv_l1`; optimisation from `run.sh` and `utils/optimizer.py`).
+"""CMTA (Zhou & Chen, ICCV 2023): cross-modal translation and alignment of pathology and genomics.
+
+Reference files, all of FT-ZHOU-ZZZ/CMTA @ fe99848ef3b0c61d0c64988b07c68f2214cf9cc1: `models/cmta/network.py`
+(concat fusion, model_size "small"); the loss from `models/cmta/engine.py` and `utils/loss.py` with
+`--loss nll_surv_l1`; the optimisation from `run.sh` and `utils/optimizer.py`.
 
 Needs WSI and omics in training and at inference. Layers: pathomics fc Linear(D->256) ReLU Dropout,
 Linear(256->256) ReLU Dropout; one genomic encoder per signature group, SNNBlock(d_i->1024) +

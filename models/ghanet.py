@@ -1,7 +1,8 @@
 """G-HANet (Wang et al., IEEE TMI 2025): genome-informed hyper-attention survival from WSIs alone.
 
-Follows the official code (ZacharyWang-007/G-HANet: `G_HANet_Surv`, `Reconstruction_Net`,
-`Hyper_attention`, `attention_modules`; docs/ghanet.md sections 2-5). Two branches read the bag:
+Follows the official code (ZacharyWang-007/G-HANet @ 54020e8050ec3688f4485033f20f4b9077ee5f7e:
+`G_HANet_Surv`, `Reconstruction_Net`, `Hyper_attention`, `attention_modules`; docs/ghanet.md sections 2-5).
+Two branches read the bag:
 
 - CAB (cross-modal associating branch): 6 learnable tokens, one per gene group, cross-attend to
   the patches in two rounds that share ONE attention module (as published). The final tokens G

@@ -1,5 +1,7 @@
 """MCAT (Chen et al. 2021), MCAT's `MCAT_Surv` with co-attention and concat fusion.
 
+Reference file: models/model_coattn.py of mahmoodlab/MCAT @ b9cca63be83c67de7f95308d54a58f80b78b0da1.
+
 Needs WSI and omics in training and at inference. Layers (data_formats.md section 11):
 WSI fc Linear(D->256) ReLU Dropout; one SNN encoder per signature group,
 SNNBlock(d_i->256) + SNNBlock(256->256), giving 6 genomic tokens; genomic-guided co-attention

@@ -1,5 +1,7 @@
-"""MOTCat (Xu & Chen, ICCV 2023): MCAT with optimal-transport co-attention, as Innse/MOTCat @
-712e03d7dcef750aadcdb637094f81e89f55405c (`models/model_motcat.py`, `MOTCAT_Surv`, concat fusion).
+"""MOTCat (Xu & Chen, ICCV 2023): MCAT with optimal-transport co-attention.
+
+Reference file: models/model_motcat.py (`MOTCAT_Surv`, concat fusion) of Innse/MOTCat @
+712e03d7dcef750aadcdb637094f81e89f55405c.
 
 Needs WSI and omics in training and at inference. Layers: WSI fc Linear(D->256) ReLU Dropout; one SNN
 encoder per signature group, SNNBlock(d_i->256) + SNNBlock(256->256), giving 6 genomic tokens; then,

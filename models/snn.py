@@ -1,5 +1,7 @@
 """SNN: the genomic-only self-normalising network (MCAT `max_net`, size "small").
 
+Reference file: models/model_genomic.py of mahmoodlab/MCAT @ b9cca63be83c67de7f95308d54a58f80b78b0da1.
+
 Omics only, in training and at inference. Four blocks [256]*4 of Linear -> ELU ->
 AlphaDropout(0.25), classifier Linear(256->n_bins); Linear weights ~ N(0, 1/sqrt(fan_in)) and
 biases 0 (`init_snn_weights`). The reference trained it with an L1 penalty of 1e-4 on the

@@ -1,5 +1,7 @@
 """TransMIL (Shao et al. 2021), as the official szc19990412/TransMIL, with a survival head.
 
+Reference file: models/TransMIL.py of szc19990412/TransMIL @ 9d6aee57c7c72375fb9132dc58cd8c9b0f0a949c.
+
 WSI only, in training and at inference. fc Linear(D->512) ReLU; the bag is padded to the next
 square ceil(sqrt N)^2 by repeating its first tokens; a learnable cls token is prepended;
 TransLayer x + NystromAttention(LN(x)) (8 heads x 64, 256 landmarks, 6 pinv iterations,
