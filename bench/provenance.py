@@ -5,7 +5,8 @@ file's bytes, the width the store checked, a `git diff`), so every job checks th
 reruns the job instead of reusing a stale run.
 
 The suite version names the code that computes results (`bench/`, `models/`, `pyproject.toml`, less
-`NOT_RESULT_CODE`: the report, the benchmarks, bench.predict, the default's driver and this module) by content:
+`NOT_RESULT_CODE`: the report, the benchmarks, bench.predict, the drivers of the default and of the validity
+study, and this module) by content:
 `<version>+code.<hash of their committed file ids>`. A commit that changes only docs, tests, the report or
 `results/` keeps it, so it never reruns a finished sweep; the commit itself is the `git_commit` tag.
 Dirty-tree rule: uncommitted changes to that code add `.dirty.<hash of the diff>`. Such runs are reused
@@ -27,9 +28,10 @@ from bench.data import FeatureStore
 REPO = Path(__file__).resolve().parents[1]
 RESULT_CODE = ("bench", "models", "pyproject.toml")  # what computes results; tests and docs do not
 # ... less what computes no result: the report (reads finished runs), the benchmarks, bench.predict, the
-# embedded default's driver (calls the sweep and the report) and this module (names inputs, changes none)
+# embedded default's driver (calls the sweep and the report), the validity study's driver and statistics (call
+# the job function, read finished runs) and this module (names inputs, changes none)
 NOT_RESULT_CODE = ("bench/report", "bench/perf.py", "bench/predict.py", "bench/reproduce.py",
-                   "bench/provenance.py")
+                   "bench/validate.py", "bench/validity.py", "bench/provenance.py")
 _PATHSPEC = (*RESULT_CODE, *(f":(exclude){p}" for p in NOT_RESULT_CODE))
 
 
