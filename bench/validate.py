@@ -397,6 +397,7 @@ def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds
     jobs = {k: sum(r.statuses[k] for r in runs) for k in ("finished", "skipped", "failed")}
     patients = {c: int(len(pd.read_csv(DataRoot(study.data_dir / study.scenarios[0] / "seed0").truth(c))))
                 for c in study.cohorts}
+    fpr_text = fpr_markdown(rates) if len(rates) else "No null was run (it needs the null scenario, or two seeds).\n"
     text = f"""# Validity of the benchmark on data of known truth
 
 `python -m bench.validate {' '.join(argv)}`
@@ -429,7 +430,7 @@ against itself compares its first two training seeds (per-fold C paired by fold)
 identical folds (p = 1). Undefined tests (too few folds with a C) are left out of the rate. The Monte Carlo interval
 is Wilson's; comparisons within a replicate share data, so it is a guide, not exact.
 
-{fpr_markdown(rates) if len(rates) else 'No null was run (the null scenario, or two training seeds).'}
+{fpr_text}
 ## Power
 
 From the `shared` scenario's labels, truth and folds alone (no training): per replicate (data seed) and cohort, at
