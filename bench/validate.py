@@ -3,8 +3,8 @@
     python -m bench.validate [--scenarios all|null,shared,histology,genomic,sparse] [--models snn,coxnet]
                              [--replicates R] [--seeds 1,2] [--cohorts blca,...] [--scale F] [--out DIR]
 
-For each scenario, R synthetic data roots (replicate r has data seed r) are written under --data-dir and reused
-once complete; each root's jobs (model x cohort x fold x seed) run through `bench.jobs.run_job`, the job function
+For each scenario, R synthetic data roots (`data_seed`: no two scenarios share a seed) are written under --data-dir
+and reused once complete; each root's jobs (model x cohort x fold x seed) run through `bench.jobs.run_job`, the job function
 of `bench.run`, into the MLflow experiment `validate-<scenario>`, tagged with the scenario and the replicate. A
 rerun skips every finished job. `bench.validity` then judges the predictions, and --out receives Markdown and
 CSV tables, one figure and a README.md with the verdicts, the budget and the wall time.
@@ -48,6 +48,7 @@ DEFAULT_REPLICATES = 10
 POWER_EVENTS = (8, 16, 32)
 POWER_NOISE = 1.0  # sd of the noise on the true log-risk (whose own sd is sqrt(2)): a gap of about 0.06 in C
 EXPERIMENT_PREFIX = "validate-"
+SEED_STRIDE = 1000  # data seeds per scenario: scenario i's replicates are SEED_STRIDE * i + r
 FIGURE = "fpr_power.png"
 
 
@@ -58,7 +59,8 @@ def parse_args(argv):
                    help=f"as bench.run's --models (default {DEFAULT_MODELS}: the WSI-only and genomic-only models the "
                         "histology and genomic rules compare)")
     p.add_argument("--replicates", type=int, default=DEFAULT_REPLICATES,
-                   help=f"data sets per scenario, data seeds 0..R-1 (default {DEFAULT_REPLICATES})")
+                   help=f"data sets per scenario (default {DEFAULT_REPLICATES}); scenario i's replicate r has data seed "
+                        f"{SEED_STRIDE} i + r")
     p.add_argument("--seeds", default="1,2",
                    help="training seeds per job (default 1,2; the first two give the model-against-itself null)")
     p.add_argument("--cohorts", default=",".join(COHORTS))
@@ -158,19 +160,27 @@ def study_from_args(args) -> Study:
 
 # --------------------------------------------------------------------------- replicate data and their jobs
 
+def data_seed(name: str, rep: int) -> int:
+    """Replicate `rep`'s data seed under scenario `name`, its own: with one seed, scenarios share draws by design
+    (shared and histology the bags, shared, genomic and sparse the genes and labels), so models reading only those
+    would repeat identical runs, and the null rates would count them more than once."""
+    return SEED_STRIDE * list(SCENARIOS).index(name) + rep
+
+
 def replicate_root(study: Study, name: str, rep: int, log=print) -> Path:
     """The replicate's synthetic root, written unless a complete one with the same settings is there
     (synth.json is written last, so its presence means the root is whole)."""
-    root = study.data_dir / name / f"seed{rep}"
+    seed = data_seed(name, rep)
+    root = study.data_dir / name / f"seed{seed}"
     fraction = study.prognostic_fraction if name == "sparse" else None
-    want = {**params(rep, **study.synth, scenario_name=name, prognostic_fraction=fraction), "cohorts": study.cohorts}
+    want = {**params(seed, **study.synth, scenario_name=name, prognostic_fraction=fraction), "cohorts": study.cohorts}
     stamp = root / "synth.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         return root
     for folder in ("tables", "splits", "features", "truth"):  # slide names change with the settings
         shutil.rmtree(root / folder, ignore_errors=True)
     log(f"  writing {name} replicate {rep} to {root}")
-    synthesize(root, study.cohorts, seed=rep, scenario_name=name, prognostic_fraction=fraction, log=lambda _: None,
+    synthesize(root, study.cohorts, seed=seed, scenario_name=name, prognostic_fraction=fraction, log=lambda _: None,
                **study.synth)
     return root
 
@@ -395,7 +405,8 @@ def write_outputs(study: Study, runs: list[ReplicateRun], preds: pd.DataFrame, a
 def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, stats_seconds) -> None:
     s = study.settings
     jobs = {k: sum(r.statuses[k] for r in runs) for k in ("finished", "skipped", "failed")}
-    patients = {c: int(len(pd.read_csv(DataRoot(study.data_dir / study.scenarios[0] / "seed0").truth(c))))
+    first = study.data_dir / study.scenarios[0] / f"seed{data_seed(study.scenarios[0], 0)}"
+    patients = {c: int(len(pd.read_csv(DataRoot(first).truth(c))))
                 for c in study.cohorts}
     fpr_text = fpr_markdown(rates) if len(rates) else "No null was run (it needs the null scenario, or two seeds).\n"
     text = f"""# Validity of the benchmark on data of known truth
@@ -404,7 +415,7 @@ def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds
 
 ## Set-up and budget
 
-- Scenarios: {', '.join(study.scenarios)}; **R = {study.replicates}** replicate data sets each (data seeds 0..{study.replicates - 1}).
+- Scenarios: {', '.join(study.scenarios)}; **R = {study.replicates}** replicate data sets each (scenario i's replicate r has data seed {SEED_STRIDE} i + r, so no two scenarios share a draw).
 - Models: {', '.join(study.models)}; training seeds {', '.join(map(str, study.seeds))}; cohorts {', '.join(study.cohorts)} ({', '.join(f'{c} {n}' for c, n in patients.items())} patients in replicate 0); folds {', '.join(map(str, study.folds))}.
 - Data: scale {study.synth['scale']}, at least {study.synth['min_test_events']} deaths per test fold, width {study.synth['dim']}, {study.synth['patches_per_slide'][0]}-{study.synth['patches_per_slide'][1]} patches per slide.
 - Budget per job: {s.protocol} protocol, profile {s.profile.name} ({s.profile.epochs} epochs, a step per {s.profile.grad_accum} patients), {s.trials} Optuna trial(s), device {s.device}, {s.threads_per_job} torch thread(s).
@@ -433,7 +444,7 @@ is Wilson's; comparisons within a replicate share data, so it is a guide, not ex
 {fpr_text}
 ## Power
 
-From the `shared` scenario's labels, truth and folds alone (no training): per replicate (data seed) and cohort, at
+From the `shared` scenario's labels, truth and folds alone (no training): per replicate (data seed r) and cohort, at
 the fewest patients that hold that many deaths per test fold, the true log-risk plus N(0, {study.power_noise}²) noise
 against the true log-risk, by the corrected t-test (a detection: p < {validity.ALPHA} with the right sign). The
 FPR columns test two such noisy copies against each other (a labels-only null, all three tests, raw).
