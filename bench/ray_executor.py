@@ -9,8 +9,10 @@ Ray is an optional extra, imported here alone.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,9 +21,10 @@ import torch
 
 from bench.data import DataRoot
 from bench.errors import BenchError
-from bench.jobs import CohortData, Job, JobResult, SweepSettings, load_cohort_data, run_job, setting_tags
+from bench.jobs import CohortData, Job, JobResult, SweepSettings, load_cohort_data, parent_tags, run_job, setting_tags
 from bench.splits import read_manifest
 from bench.tracking import Tracker, store_dir
+from bench.tune import check_storage
 
 INSTALL_HINT = "pip install -e '.[ray]'"
 JobProgress = Callable[[Job, str], None]
@@ -64,6 +67,34 @@ def absolute(settings: SweepSettings) -> SweepSettings:
     return replace(settings, root=DataRoot(root.root.resolve(), features), optuna_dir=settings.optuna_dir.resolve())
 
 
+def reach_cluster(address: str | None) -> None:
+    """Refuse a Ray address where nothing listens: `ray.init` would wait on it for more than ten minutes.
+
+    `address` is --ray-address (None: RAY_ADDRESS, else a private Ray: nothing to reach); `auto` is the
+    cluster `ray start` last recorded on this machine; a `ray://` client address is left to Ray.
+    """
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not target or target == "local" or target.startswith("ray://"):
+        return
+    if target == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto")
+        except Exception:  # Ray's own lookup; ray.init says the rest
+            return
+        if not target:
+            return
+    host, _, port = target.rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except (OSError, ValueError) as err:
+        raise BenchError(f"no Ray cluster answers at {target} (--ray-address {address or 'from RAY_ADDRESS'}: "
+                         f"{getattr(err, 'strerror', None) or err}). Start one first (ray start --head --port PORT on the "
+                         "head node, ray start --address HEAD:PORT on the others) and pass its head's HOST:PORT, or "
+                         "leave --ray-address out for a private Ray on this machine.") from None
+
+
 _CACHE: dict[tuple, object] = {}
 
 
@@ -79,17 +110,35 @@ def ray_job(job: Job, settings: SweepSettings, uri: str, experiment: str, job_pr
 
     if settings.device == "auto":
         settings = replace(settings, device="cuda" if torch.cuda.is_available() else "cpu")
-    tracker = _cached(("tracker", uri, experiment), lambda: Tracker(uri, experiment))
+    tracker = _cached(("tracker", uri, experiment), lambda: _tracker(uri, experiment))
     try:
         cd: CohortData = _cached(("cohort", str(settings.root), settings.data, job.cohort,
                                   settings.table_variants.get(job.cohort)), lambda: load_cohort_data(settings, job.cohort))
     except Exception as err:  # the preflight passed, yet this node cannot load the cohort: the job fails, the sweep goes on
         return JobResult(job, "failed", reason=f"on {socket.gethostname()}: {type(err).__name__}: {err}")
     gpus = ",".join(str(g) for g in ray.get_gpu_ids())
-    extra_tags = {"executor": "ray", "node": socket.gethostname(), "gpu_ids": gpus or "none",
-                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    # ray_node_id: which node ran the attempt, where nodes share a host name (several on one machine or pod host)
+    extra_tags = {"executor": "ray", "node": socket.gethostname(), "ray_node_id": ray.get_runtime_context().get_node_id(),
+                  "gpu_ids": gpus or "none", "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     progress = (lambda text: job_progress(job, text)) if job_progress else (lambda text: None)
     return run_job(job, settings, tracker, cd, progress, extra_tags)
+
+
+TRACKER_WAIT_S = 240.0  # about as long as MLflow's own client retries a request (7 retries, backoff factor 2)
+
+
+def _tracker(uri: str, experiment: str, wait: float = TRACKER_WAIT_S) -> Tracker:
+    """The task's Tracker. The driver reached the store before any job, so a tracking server that does not
+    answer now is down for a while (restarted, say): wait for it as MLflow's client waits mid-request, rather
+    than fail the job at the first probe."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return Tracker(uri, experiment)
+        except BenchError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 class RayExecutor:
@@ -110,14 +159,22 @@ class RayExecutor:
         ray = import_ray()
         from ray.exceptions import RayError, RayTaskError
 
+        if settings.optuna_storage:  # reached and its tables made once, before tasks that would race to make them
+            check_storage(settings.optuna_storage)
         started_here = not ray.is_initialized()
         if started_here:
+            reach_cluster(self.address)
             ray.init(address=self.address, include_dashboard=False, logging_level="WARNING", log_to_driver=True)
         # tasks may start in another working directory (or on another node): every path they get is absolute
         settings = absolute(settings)
         uri = f"sqlite:///{store_dir(tracker.uri) / Path(tracker.uri).name}" if tracker.uri.startswith("sqlite:///") else tracker.uri
         try:
             gpus = self._check_cluster(ray, settings, tracker, sorted({j.cohort for j in jobs}))
+            # every parent run made here, before the tasks: tasks that created one at the same moment could each
+            # keep their own, neither seeing the other's yet (seen twice in three runs of
+            # tests/test_ray_executor.py on a busy machine: two parents of one model)
+            for tags in {json.dumps(parent_tags(j, settings, cohorts(j.cohort)), sort_keys=True): 0 for j in jobs}:
+                tracker.parent(json.loads(tags))
             task = ray.remote(ray_job).options(num_cpus=self.cpus_per_job, num_gpus=gpus, max_retries=self.max_retries,
                                                retry_exceptions=False)
             pending = {task.remote(job, settings, uri, tracker.experiment, self.job_progress): job for job in jobs}

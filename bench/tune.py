@@ -18,6 +18,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from bench.errors import BenchError
 from bench.fold import PatientSet
 from bench.splits import make_splits
 from bench.survival import c_index
@@ -33,6 +34,27 @@ def inner_split(outer_train: PatientSet, fraction: float, seed: int) -> tuple[li
     folds = make_splits(np.arange(len(outer_train)), outer_train.event, outer_train.bins, n_folds=n_folds, seed=seed)
     train, val = folds[0]
     return [int(i) for i in train], [int(i) for i in val]
+
+
+def check_storage(url: str) -> None:
+    """Reach the Optuna database of --optuna-storage once before any job, and create its tables there: jobs
+    that start together on a fresh database would otherwise race to create them (PostgreSQL refuses the
+    second CREATE). A database that cannot be reached is one paragraph, not a failure per job."""
+    try:
+        import sqlalchemy
+
+        shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: Optuna's own message below names the problem
+        shown = url.split("@")[-1]
+    try:
+        optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}).engine.dispose()
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise BenchError(f"--optuna-storage {shown}: the Optuna database cannot be reached or set up "
+                         f"({type(err).__name__}: {reason}). Start the database server and create the database "
+                         "first (PostgreSQL: createdb NAME; the URL is postgresql://USER[:PASSWORD]@HOST:PORT/NAME, "
+                         "with the psycopg driver installed: pip install -e '.[cluster]'), or leave --optuna-storage "
+                         "out for a journal file per job beside the MLflow store.") from None
 
 
 def open_study(storage: Path | str, name: str, seed: int) -> optuna.Study:
