@@ -180,14 +180,23 @@ def parent_tags(job: Job, settings: SweepSettings, cd: CohortData) -> dict:
             **PROTOCOL_FACTS[settings.protocol]}
 
 
+def finished_result(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData) -> JobResult | None:
+    """The `JobResult` of a job whose FINISHED fold run exists under its key (skip it), else None."""
+    done = tracker.finished_fold(job_key(job, settings, cd))
+    return None if done is None else JobResult(job, "skipped", done.data.metrics.get("c_index", float("nan")))
+
+
 def open_job(job: Job, settings: SweepSettings, tracker: Tracker, cd: CohortData,
              extra_tags: dict | None = None) -> OpenJob | JobResult:
-    """Driver side: a finished job gives its `JobResult` (skip); else its unfinished run resumes or a fold run starts."""
+    """A finished job gives its `JobResult` (skip); else its unfinished run resumes or a fold run starts.
+
+    Call it as the job starts computing: the fold run's start time is its creation, so a run opened while its
+    job waits for a worker would show the wait as the job's duration in the runs table.
+    """
+    if (done := finished_result(job, settings, tracker, cd)) is not None:
+        return done
     split = cd.folds[job.fold]
     key = job_key(job, settings, cd)
-    done = tracker.finished_fold(key)
-    if done is not None:
-        return JobResult(job, "skipped", done.data.metrics.get("c_index", float("nan")))
     parent = tracker.parent(parent_tags(job, settings, cd))
     identity = {"model": job.model, "cohort": job.cohort, "fold": str(job.fold), "seed": str(job.seed)}
     fold_tags = {**identity, **setting_tags(job, settings, cd), **PROTOCOL_FACTS[settings.protocol],

@@ -64,9 +64,10 @@ def argv_for(factory, experiment: str, *extra: str) -> list[str]:
 
 
 def swept(factory) -> dict:
-    """The shared sweep: abmil and snn x blca x folds 0, 1, nested, 2 trials, 2 epochs."""
+    """The shared sweep: abmil and snn x blca x folds 0, 1, nested, 2 trials, 2 epochs, on 2 worker processes
+    (so two of the four jobs queue)."""
     if "sweep" not in _SESSION:
-        argv = argv_for(factory, SWEEP_EXPERIMENT, "--models", ",".join(SWEEP_MODELS), "--folds", "0,1")
+        argv = argv_for(factory, SWEEP_EXPERIMENT, "--models", ",".join(SWEEP_MODELS), "--folds", "0,1", "--workers", "2")
         t0 = time.perf_counter()
         code = main(argv)
         _SESSION["sweep"] = {"argv": argv, "code": code, "seconds": time.perf_counter() - t0,
@@ -145,6 +146,21 @@ def test_sweep_records_fold_and_parent_runs(tmp_path_factory, tmp_path):
         first = min(r.info.start_time for r in children)
         assert first - 5000 < parent.info.start_time <= first
         assert parent.info.end_time == max(r.info.end_time for r in children)
+
+
+def test_a_fold_runs_duration_is_its_jobs_compute_time_when_jobs_queue(tmp_path_factory):
+    """Four jobs on two workers: a run starts as its job starts, not when the sweep does, so the runs table's
+    Duration is the job's own time (job_seconds plus its cohort's first load in the worker and its logging),
+    without the wait for a worker or the workers' own start. Before, every run was created at the sweep's start:
+    durations of 37-40 s for jobs that computed 2-14 s."""
+    s = swept(tmp_path_factory)
+    runs = runs_of(MlflowClient(s["uri"]), SWEEP_EXPERIMENT)
+    for r in runs:
+        duration, compute = (r.info.end_time - r.info.start_time) / 1000, r.data.metrics["job_seconds"]
+        assert compute <= duration < compute + 5.0, (r.data.tags["model"], r.data.tags["fold"], duration, compute)
+    first_free = min(r.info.end_time for r in runs) - 2000  # a worker frees up before its job is logged
+    queued = sorted(runs, key=lambda r: r.info.start_time)[2:]
+    assert all(r.info.start_time >= first_free for r in queued), "the last two jobs started before a worker was free"
 
 
 def assert_known_commit(sha: str) -> None:
