@@ -30,7 +30,7 @@ RESULT_CODE = ("bench", "models", "pyproject.toml")  # what computes results; te
 # ... less what computes no result: the report (reads finished runs), the benchmarks, bench.predict, the
 # embedded default's driver (calls the sweep and the report), the validity study's driver and statistics (call
 # the job function, read finished runs) and this module (names inputs, changes none)
-NOT_RESULT_CODE = ("bench/report", "bench/perf.py", "bench/predict.py", "bench/reproduce.py",
+NOT_RESULT_CODE = ("bench/report", "bench/perf", "bench/predict.py", "bench/reproduce.py",
                    "bench/validate.py", "bench/validity.py", "bench/provenance.py")
 _PATHSPEC = (*RESULT_CODE, *(f":(exclude){p}" for p in NOT_RESULT_CODE))
 
