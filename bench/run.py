@@ -28,8 +28,8 @@ from bench.errors import BenchError, cli_main
 from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES
-from bench.tracking import (TRACKING_URI_HELP, Tracker, default_experiment, default_tracking_uri, runs_table_url,
-                            store_dir, ui_command)
+from bench.tracking import (TRACKING_URI_HELP, Tracker, browse_text, default_experiment, default_tracking_uri,
+                            store_dir)
 from models import DEFAULT_MODELS, WSI, get_model_class, list_models, select_models
 from models.registry import MODEL_SELECTIONS, TABULAR_MODELS
 
@@ -375,8 +375,7 @@ def _main(argv: list[str] | None = None) -> int:
         per_model[r.job.model] += r.seconds
     print(f"\nwall time {time.perf_counter() - t0:.1f} s; by model: "
           + ", ".join(f"{m} {s:.1f} s" for m, s in sorted(per_model.items())))
-    print(f"browse the runs: {ui_command(uri)}\nthe experiment's runs table: "
-          f"{runs_table_url(uri, tracker.experiment_id)}")
+    print(browse_text(uri, tracker.experiment_id))
     if failed:
         print(f"{len(failed)} of {len(results)} jobs FAILED (reasons are on their MLflow runs, tag failure_reason):",
               file=sys.stderr)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sqlite3
+import sys
 import tempfile
 import time
 import urllib.error
@@ -73,14 +75,41 @@ def store_dir(uri: str) -> Path | None:
     return None
 
 
-def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+UI_PORT = 5000
+
+
+def _served(uri: str) -> bool:
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def ui_command(uri: str) -> str | None:
+    """`mlflow ui` over this store as a shell line that works from any folder, with or without the venv active:
+    this interpreter runs it (`python -m mlflow`, where `mlflow` alone may be off PATH or another install, and a
+    venv's `bin/mlflow` names the interpreter it was installed with), and a local store is named by its absolute
+    path (a relative one, run elsewhere, would make a new empty store). One server worker: one person browses, and
+    MLflow's default of four took over a minute to answer on a loaded 2-core machine. None for a tracking server:
+    it serves the UI itself."""
+    if _served(uri):
+        return None
+    if uri.startswith("sqlite:///"):
+        uri = f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    elif (local := store_dir(uri)) is not None:
+        uri = local.as_uri()
+    return shlex.join([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
+                       "--port", str(UI_PORT), "--workers", "1"])
 
 
 def runs_table_url(uri: str, experiment_id: str) -> str:
     """Where the experiment's runs table is: on a server its page, else the page `ui_command` serves."""
-    base = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else "http://127.0.0.1:5000"
+    base = uri.rstrip("/") if _served(uri) else f"http://127.0.0.1:{UI_PORT}"
     return f"{base}/#/experiments/{experiment_id}"
+
+
+def browse_text(uri: str, experiment_id: str) -> str:
+    """What the commands print last: how to open the runs in the MLflow UI, and the experiment's page there."""
+    command = ui_command(uri)
+    where = f"browse the runs: {command}\n" if command else ""
+    return f"{where}the experiment's runs table: {runs_table_url(uri, experiment_id)}"
 
 
 def check_store(uri: str) -> None:

@@ -20,7 +20,7 @@ from bench.data import published
 from bench.report import analysis, calibration, figures, main, store, tables
 from bench.errors import BenchError, cli_main
 from bench.survival import fit_bin_edges
-from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND
+from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, ui_command
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -463,6 +463,7 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     done = subprocess.run([sys.executable, "-m", "bench.report", "--tracking-uri", uri, "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert f"browse the runs: {ui_command(uri)}\n" in done.stdout
     names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "calibration_table.csv", "calibration_table.md",
              "cindex_summary.csv", "pairwise_tests.csv", "calibration_folds.csv", "calibration_groups.csv",
              "calibration/blca.png", "calibration/luad.png", "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")

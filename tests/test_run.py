@@ -31,7 +31,7 @@ from bench.data.synth import synthesize
 from bench.run import main
 from bench.splits import read_split
 from bench.survival import c_index, fit_bin_edges
-from bench.tracking import SETTING_TAGS
+from bench.tracking import SETTING_TAGS, ui_command
 from models import SurvivalOutput, get_model_class, list_models
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +192,7 @@ def test_rerun_skips_every_finished_job(tmp_path_factory, monkeypatch, capsys):
     assert out.count("already finished") == 4 and "rerunning" not in err
     experiment_id = client.get_experiment_by_name(SWEEP_EXPERIMENT).experiment_id
     assert f"the experiment's runs table: http://127.0.0.1:5000/#/experiments/{experiment_id}" in out
+    assert f"browse the runs: {ui_command(s['uri'])}\n" in out  # tests/test_mlflow_ui.py runs it
     assert state() == before
     assert seconds < 20, f"a rerun with nothing to do took {seconds:.1f} s"
 

@@ -44,7 +44,7 @@ from bench.report.figures import write_figures
 from bench.report.store import read_store
 from bench.report.tables import write_calibration_table, write_csvs, write_table
 from bench.run import parse_models
-from bench.tracking import RUN_KIND, TRACKING_URI_HELP, default_tracking_uri
+from bench.tracking import RUN_KIND, TRACKING_URI_HELP, browse_text, default_tracking_uri
 
 
 def log_report_run(uri: str, experiment_id: str, out: Path, files: list[Path], runs: pd.DataFrame) -> str:
@@ -120,5 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed, models)
     files = build(runs, preds, args.out, find_published(runs, args.published))
     run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
-    print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}")
+    print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}\n"
+          + browse_text(args.tracking_uri, experiment_id))
     return 0
