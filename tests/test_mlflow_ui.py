@@ -51,7 +51,8 @@ def serving(argv: list[str], port: int, cwd, env: dict | None = None):
                         break
             except (urllib.error.URLError, OSError):
                 pass
-            assert time.monotonic() < deadline, "mlflow server did not answer within 60 s:\n" + log_path.read_text()[-3000:]
+            log_tail = log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"mlflow server did not answer within 60 s:\n{log_tail}"
             time.sleep(0.3)
         yield base
     finally:
@@ -81,7 +82,7 @@ def fold_runs_served(base: str) -> list[dict]:
 
 
 def test_the_printed_ui_command_serves_the_store_from_any_folder_without_the_venv(tmp_path_factory, tmp_path,
-                                                                                   monkeypatch):
+                                                                                monkeypatch):
     """`ui_command` of a relative store URI, run as printed from another folder with a PATH that holds no
     `mlflow` and no venv: the server shows the sweep's four fold runs, and no empty store appears where it ran."""
     db = Path(swept(tmp_path_factory)["uri"].removeprefix("sqlite:///"))

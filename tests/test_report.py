@@ -17,7 +17,7 @@ from scipy import stats as sps
 
 from bench import stats
 from bench.data import published
-from bench.report import analysis, calibration, figures, main, store, tables
+from bench.report import analysis, calibration, figures, main, readme, store, tables
 from bench.errors import BenchError, cli_main
 from bench.survival import fit_bin_edges
 from bench.tracking import PREDICTIONS_ARTIFACT, RUN_KIND, ui_command
@@ -409,6 +409,62 @@ def test_tables_and_csvs_are_byte_identical_on_rerun(tmp_path):
     assert "Protocol: nested; data: synthetic; folds: 3 (0, 1, 2); seeds: 1 (1); Optuna trials per job: 4" in md
 
 
+def readme_of(tmp_path, runs: pd.DataFrame, preds: pd.DataFrame, published_rows=None, written=()) -> str:
+    """The README `write_readme` writes for these frames into tmp_path (no figures: `written` names the files)."""
+    res = analysis.analyse(runs, preds, n_boot=50, published=published_rows)
+    readme.write_readme(tmp_path, [tmp_path / w for w in written], res, analysis.cindex_table(res), "exp-name",
+                        "python -m bench.report --out results")
+    return (tmp_path / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("data, models, caveat", [
+    ("synthetic", ("abmil", "ghanet"), "Do not quote these numbers as TCGA results."),
+    ("semisynthetic", ("abmil", "snn"), "The slide models' numbers are no evidence about real slides."),
+    ("tcga", ("clinical", "snn"), "They are the floor a slide model must clear on these splits"),
+    ("tcga", ("abmil", "snn"), "Slide models' numbers depend on the feature extractor")])
+def test_readme_caveat_follows_the_data_tag_and_whether_a_model_reads_slides(tmp_path, data, models, caveat):
+    text = readme_of(tmp_path, *frames(dict(zip(models, (1.0, 2.0))), n=30, folds=3, data=data))
+    assert text.startswith(readme.MARKER) and f"**Caveat:** {caveat}" in text
+    assert [k for k, (_, c) in {**readme.SHOWS, "no slides": readme.TCGA_NO_SLIDES}.items() if c in text] == [
+        "no slides" if models[0] == "clinical" else data]
+    assert (analysis.ORACLE in text) == (data == "synthetic")  # frames gives the oracle metric to synthetic runs
+
+
+def test_readme_says_how_the_runs_were_made_from_their_own_times(tmp_path):
+    """Summed job_seconds and the wall span from the first run's start to the last run's end, the suite versions
+    the runs carry with their counts, the report's command; k/n folds and published rows explained where present."""
+    runs, preds = frames({"abmil": 1.0, "ghanet": 2.0}, cohorts=("blca", "luad"), n=30, folds=3, data="tcga")
+    start = 1_790_000_000_000  # 2026-09-21 14:13:20 UTC
+    runs = runs.assign(start_time=start + 60_000 * np.arange(12), job_seconds=30.0, suite_version="0.1.0+code.a")
+    runs["end_time"] = runs["start_time"] + 31_000
+    runs.loc[0, "job_seconds"], runs.loc[1, "suite_version"] = np.nan, "0.1.0+code.b"
+    gone = (runs["model"] == "ghanet") & (runs["cohort"] == "luad") & (runs["fold"] == 2)
+    lost = (preds["model"] == "ghanet") & (preds["cohort"] == "luad") & (preds["fold"] == 2)
+    text = " ".join(readme_of(tmp_path, runs[~gone], preds[~lost], made_up_published(("blca", "luad"))).split())
+    assert ("**Compute:** 5 min 00 s summed over the runs' `job_seconds` (1 run logged none); by model: ABMIL 150 s, "
+            "G-HANet 150 s.") in text
+    assert ("**Wall time:** 10 min 31 s from the first run's start (2026-09-21 14:13 UTC) to the last run's end "
+            "(2026-09-21 14:23 UTC)") in text  # the last run left is the 11th, started 600 s after the first
+    assert "`0.1.0+code.a` (10 runs), `0.1.0+code.b` (1 run)" in text
+    assert "the 11 fold runs of MLflow experiment `exp-name`" in text
+    assert "**This report:** `python -m bench.report --out results`." in text
+    assert "G-HANet on LUAD (2/3 folds)" in text
+    assert "Rows marked published (MCAT release)" in text and "as a family of its own (16 comparisons)" in text
+
+
+def test_readme_names_a_file_only_with_its_description_and_links_notes(tmp_path):
+    runs, preds = frames({"abmil": 1.0, "ghanet": 2.0}, n=30, folds=3)
+    with pytest.raises(BenchError, match="no description of new_table.csv"):
+        readme_of(tmp_path, runs, preds, written=["new_table.csv"])
+    assert "[NOTES.md](NOTES.md)" not in readme_of(tmp_path, runs, preds)
+    (tmp_path / "NOTES.md").write_text("findings\n")
+    (tmp_path / "paper-snn").mkdir()  # another report's folder: not this README's business
+    text = readme_of(tmp_path, runs, preds, written=["km/blca_abmil.png", "km/blca_ghanet.png"])
+    assert "[NOTES.md](NOTES.md)" in text and (tmp_path / "NOTES.md").read_text() == "findings\n"
+    assert "- `km/blca_abmil.png`, `km/blca_ghanet.png`: per cohort and model" in text
+    assert "paper-snn" not in text
+
+
 # --------------------------------------------------------------------------- the command on a real store
 
 def new_store(path) -> str:
@@ -464,12 +520,17 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"browse the runs: {ui_command(uri)}\n" in done.stdout
-    names = ["cindex_table.csv", "cindex_table.md", "cindex_table.tex", "calibration_table.csv", "calibration_table.md",
+    names = ["README.md", "cindex_table.csv", "cindex_table.md", "cindex_table.tex", "calibration_table.csv",
+             "calibration_table.md",
              "cindex_summary.csv", "pairwise_tests.csv", "calibration_folds.csv", "calibration_groups.csv",
              "calibration/blca.png", "calibration/luad.png", "km_grid.png", "fold_cindex.png", "ranks.png"] + [f"km/{c}_{m}.png" for c in ("blca", "luad")
                                                                 for m in ("abmil", "ghanet")]
     for name in names:
         assert (out / name).is_file(), name
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    text = (out / "README.md").read_text(encoding="utf-8")
+    assert written == sorted(names) and all(f"`{name}`" in text for name in written)  # it names every file
+    assert f"`python -m bench.report --tracking-uri {uri} --out {out}`" in text and "12 fold runs" in text
     table = pd.read_csv(out / "cindex_table.csv")
     assert table["Model"].tolist() == ["ABMIL", "G-HANet", analysis.ORACLE]
     assert table.loc[2, "BLCA"] == "0.710 ± 0.008"  # oracle_c_index 0.70, 0.71, 0.72
@@ -491,12 +552,23 @@ def test_report_cli_end_to_end_on_a_sqlite_store(tmp_path, capsys):
     assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 0  # rerun, in-process
     assert {name: (out / name).read_bytes() for name in before} == before
 
+    (out / "NOTES.md").write_text("hand-written findings\n", encoding="utf-8")  # linked, never touched
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(out)]) == 0
+    assert "[NOTES.md](NOTES.md)" in (out / "README.md").read_text(encoding="utf-8")
+    assert (out / "NOTES.md").read_text(encoding="utf-8") == "hand-written findings\n"
+    hand = tmp_path / "hand"  # a README.md a person wrote is refused, before any work
+    hand.mkdir()
+    (hand / "README.md").write_text("# my findings\n", encoding="utf-8")
+    capsys.readouterr()
+    assert cli_main(main)(["--tracking-uri", uri, "--out", str(hand)]) == 2
+    assert "Move it to" in capsys.readouterr().err and sorted(p.name for p in hand.iterdir()) == ["README.md"]
+
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("synthetic-nested")
     reports = client.search_runs([exp.experiment_id], f"tags.{RUN_KIND} = 'report'")
-    assert len(reports) == 2 and all(r.info.status == "FINISHED" for r in reports)
+    assert len(reports) == 3 and all(r.info.status == "FINISHED" for r in reports)
     logged = {a.path for a in client.list_artifacts(reports[0].info.run_id)}
-    assert {"cindex_table.csv", "pairwise_tests.csv", "km", "km_grid.png"} <= logged
+    assert {"README.md", "cindex_table.csv", "pairwise_tests.csv", "km", "km_grid.png"} <= logged
     assert {a.path for a in client.list_artifacts(reports[0].info.run_id, "km")} == {
         f"km/{c}_{m}.png" for c in ("blca", "luad") for m in ("abmil", "ghanet")}
 

@@ -67,7 +67,8 @@ def swept(factory) -> dict:
     """The shared sweep: abmil and snn x blca x folds 0, 1, nested, 2 trials, 2 epochs, on 2 worker processes
     (so two of the four jobs queue)."""
     if "sweep" not in _SESSION:
-        argv = argv_for(factory, SWEEP_EXPERIMENT, "--models", ",".join(SWEEP_MODELS), "--folds", "0,1", "--workers", "2")
+        argv = argv_for(factory, SWEEP_EXPERIMENT, "--models", ",".join(SWEEP_MODELS), "--folds", "0,1",
+                        "--workers", "2")
         t0 = time.perf_counter()
         code = main(argv)
         _SESSION["sweep"] = {"argv": argv, "code": code, "seconds": time.perf_counter() - t0,

@@ -9,10 +9,11 @@ the training fold's Kaplan-Meier, td-AUC, D-calibration rejections; and the Kapl
 tested, pooled out-of-fold C with its bootstrap CI, KM log-rank p), `calibration_folds.csv` (per fold run: IBS,
 IBS_KM, skill, td-AUC, D-calibration chi-square, p and Benjamini-Hochberg p over the table),
 `calibration_groups.csv` and `calibration/<cohort>.png` (predicted against observed survival at the horizon,
-with the horizon in months), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`, `fold_cindex.png`
-and `ranks.png`, then logs them as artifacts of a `run_kind=report` run in the same experiment. The calibration
-is computed from each fold run's predictions.csv and `bin_edges` param (`bench.report.calibration`), so runs of
-older suite versions get it too.
+with the horizon in months), `pairwise_tests.csv`, `km/<cohort>_<model>.png`, `km_grid.png`, `fold_cindex.png`,
+`ranks.png` and `README.md` (`bench.report.readme`: what each file is, how to read the table, how the runs and
+the report were made, what it shows; a hand-written NOTES.md there is linked and left alone), then logs them as
+artifacts of a `run_kind=report` run in the same experiment. The calibration is computed from each fold run's
+predictions.csv and `bin_edges` param (`bench.report.calibration`), so runs of older suite versions get it too.
 
 In `pairwise_tests.csv`, each model's C is first averaged over seeds within a fold; `n_folds` differences
 (`n_seeds` seeds each) give the corrected t-test `df` = n_folds - 1, and `mean_diff` is their mean (a - b).
@@ -33,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +45,7 @@ from bench.errors import BenchError
 from bench.report.analysis import analyse, cindex_table, cohort_order, experiment_facts
 from bench.report.figures import write_figures
 from bench.report.store import read_store
+from bench.report.readme import check_writable, write_readme
 from bench.report.tables import write_calibration_table, write_csvs, write_table
 from bench.run import parse_models
 from bench.tracking import RUN_KIND, TRACKING_URI_HELP, browse_text, default_tracking_uri
@@ -90,12 +94,15 @@ def find_published(runs: pd.DataFrame, where: Path | None) -> pd.DataFrame | Non
     return pd.DataFrame(columns=COLUMNS)
 
 
-def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path, published: pd.DataFrame | None = None) -> list[Path]:
-    """Every table and figure from DataFrames (and MCAT's per-fold C, see `find_published`); the files written."""
+def build(runs: pd.DataFrame, preds: pd.DataFrame, out: Path, experiment: str, command: str,
+          published: pd.DataFrame | None = None) -> list[Path]:
+    """Every table and figure from DataFrames (and MCAT's per-fold C, see `find_published`), then the README that
+    names them; the files written."""
     out.mkdir(parents=True, exist_ok=True)
     res = analyse(runs, preds, published=published)
-    return (write_table(cindex_table(res), out) + write_calibration_table(res, out) + write_csvs(res, out)
-            + write_figures(res, out))
+    table = cindex_table(res)
+    files = write_table(table, out) + write_calibration_table(res, out) + write_csvs(res, out) + write_figures(res, out)
+    return files + [write_readme(out, files, res, table, experiment, command)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,14 +119,17 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"tcga runs: MCAT's released per-fold C-indices from DIR, a data root holding {SUBDIR}/ "
                              "(`python -m bench.data fetch` writes it) or that folder itself (default: the runs' "
                              "data root)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    check_writable(args.out)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # an unreachable server fails in seconds
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     models = None if args.models is None else parse_models(args.models)
-    runs, preds, experiment_id = read_store(args.tracking_uri, args.experiment, args.allow_mixed, models)
-    files = build(runs, preds, args.out, find_published(runs, args.published))
-    run_id = log_report_run(args.tracking_uri, experiment_id, args.out, files, runs)
+    runs, preds, experiment = read_store(args.tracking_uri, args.experiment, args.allow_mixed, models)
+    files = build(runs, preds, args.out, experiment.name, shlex.join(["python", "-m", "bench.report", *argv]),
+                  find_published(runs, args.published))
+    run_id = log_report_run(args.tracking_uri, experiment.experiment_id, args.out, files, runs)
     print(f"wrote {len(files)} files to {args.out}/ and logged them to report run {run_id}\n"
-          + browse_text(args.tracking_uri, experiment_id))
+          + browse_text(args.tracking_uri, experiment.experiment_id))
     return 0

@@ -20,7 +20,8 @@ from bench.tracking import COHORT_TAGS, PREDICTIONS_ARTIFACT, RUN_KIND, SETTING_
 FOLD_FILTER = f"tags.{RUN_KIND} = 'fold' and attributes.status = 'FINISHED'"
 REQUIRED_TAGS = ("model", "cohort", "fold", "protocol", "data", "seed")
 PRED_COLUMNS = ("case_id", "split", "time", "event", "risk")
-RUN_METRICS = ("oracle_c_index",)  # read from each fold run; calibration is recomputed from predictions and edges
+# read from each fold run (calibration is recomputed from predictions and edges); job_seconds: the README's compute
+RUN_METRICS = ("oracle_c_index", "job_seconds")
 RUN_PARAMS = ("bin_edges",)  # the fold's bin edges (4 decimals): bench.report.calibration reads the curves with them
 # What the runs of one table must agree on besides SETTING_TAGS: the package versions everywhere, and the split file
 # within each (cohort, fold) (the folds of a cohort have their own files by nature)
@@ -58,8 +59,8 @@ def _pick_experiment(client, name: str | None, uri: str):
 
 
 def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
-               models: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Finished fold runs and their predictions: (runs, predictions, experiment_id).
+               models: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, object]:
+    """Finished fold runs and their predictions: (runs, predictions, the MLflow experiment).
 
     `models`: only these models' runs (one experiment may hold the default five and the extended ones);
     None: every model with runs. The runs kept must agree on every `CHECKED_TAGS` entry (`n/a` where a run
@@ -67,8 +68,8 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
     caption lists the mix.
 
     `runs` has one row per (model, cohort, seed, fold) — the latest finished run where a job was rerun —
-    with its tags, `RUN_METRICS` (NaN where not logged) and `RUN_PARAMS` (empty where not logged). `predictions` is every run's predictions.csv
-    stacked, with model, cohort, seed and fold added.
+    with its tags, start and end times (ms), `RUN_METRICS` (NaN where not logged) and `RUN_PARAMS` (empty where not
+    logged). `predictions` is every run's predictions.csv stacked, with model, cohort, seed and fold added.
     """
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -92,7 +93,7 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
         if missing:
             raise BenchError(f"Fold run {run.info.run_id} in experiment {exp.name!r} lacks the tags "
                              f"{', '.join(missing)}; it was not written by bench.run. Delete it or tag it.")
-        rows.append({"run_id": run.info.run_id, "end_time": run.info.end_time or 0,
+        rows.append({"run_id": run.info.run_id, "start_time": run.info.start_time, "end_time": run.info.end_time or 0,
                      **{t: tags[t] for t in REQUIRED_TAGS},
                      **{t: tags.get(t, "n/a") for t in (*CHECKED_TAGS, *FOLD_TAGS)},
                      **{m: run.data.metrics.get(m, np.nan) for m in RUN_METRICS},
@@ -129,7 +130,7 @@ def read_store(uri: str, experiment: str | None, allow_mixed: bool = False,
                 raise BenchError(f"{PREDICTIONS_ARTIFACT} of the {where} lacks the columns {', '.join(lacking)}. "
                                  "Rerun that job with `python -m bench.run`.")
             preds.append(table.assign(model=run.model, cohort=run.cohort, seed=run.seed, fold=run.fold))
-    return runs.drop(columns="end_time"), pd.concat(preds, ignore_index=True), exp.experiment_id
+    return runs, pd.concat(preds, ignore_index=True), exp
 
 
 def only_models(runs: pd.DataFrame, models: list[str]) -> pd.DataFrame:

@@ -53,13 +53,16 @@ def _latex_escape(text: str) -> str:
     return text
 
 
+def markdown_lines(rows: list[list[str]]) -> list[str]:
+    """A table's rows (header first) as Markdown lines, the first column left-aligned and the others centred."""
+    return (["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + [":---:"] * (len(rows[0]) - 1)) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
 def _write_csv_md(plain: list[list[str]], md: list[list[str]], caption: str, csv_path: Path, md_path: Path) -> None:
-    """A table's rows (header first) as CSV, and as Markdown under its caption (first column left-aligned)."""
+    """A table's rows (header first) as CSV, and as Markdown under its caption."""
     pd.DataFrame(plain[1:], columns=plain[0]).to_csv(csv_path, index=False, lineterminator="\n")
-    lines = [f"**Table.** {caption}", "", "| " + " | ".join(md[0]) + " |",
-             "|" + "|".join(["---"] + [":---:"] * (len(md[0]) - 1)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in md[1:]]
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    md_path.write_text("\n".join([f"**Table.** {caption}", "", *markdown_lines(md)]) + "\n", encoding="utf-8")
 
 
 def write_table(table: CIndexTable, out: Path) -> list[Path]:
