@@ -32,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.parts import RAY_ENV, MlflowServer, Postgres, RayNode, kill_group, tail, wait_for  # noqa: E402
+from tests.cluster.parts import (RAY_ENV, MlflowServer, Postgres, RayNode, kill_group, spawn,  # noqa: E402
+                                 tail, wait_for)
 
 SWEEP = ["--models", "snn,coxnet", "--cohorts", "blca", "--folds", "0,1", "--trials", "1", "--epochs", "1",
          "--seed", "1"]
@@ -90,9 +91,7 @@ def outcome(uri: str, experiment: str, reference: dict, work: Path) -> dict:
 def run_sweep(args: list[str], log: Path, during=None) -> tuple[int, float, dict]:
     """One cluster sweep through the CLI; `during(driver)` acts while it runs and returns what it measured."""
     t0 = time.monotonic()
-    with open(log, "wb") as out:
-        driver = subprocess.Popen([sys.executable, "-m", "bench.run", *args], cwd=log.parent, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+    driver = spawn([sys.executable, "-m", "bench.run", *args], log, cwd=log.parent, env=ENV)
     try:
         measured = during(driver) if during else {}
         code = driver.wait(timeout=900)

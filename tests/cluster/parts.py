@@ -45,6 +45,29 @@ class Missing(Exception):
     """A part the install step could not provide here (the message says which and how to get it)."""
 
 
+def _term_with_parent() -> None:
+    """In the started shell, before it execs: SIGTERM when its parent dies (a test runner killed outright, when no
+    finalizer runs), which its trap turns into SIGKILL for its whole process group."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+# A shell leads each process group the tests start and waits for the command; its exit status is the command's.
+# Killed with its parent, it kills the group: a child the command started itself (the MLflow server's uvicorn)
+# would otherwise outlive a killed test runner.
+_LEADER = 'trap "kill -KILL 0" TERM; "$@" & wait $!'
+
+
+def spawn(cmd: list, log: Path, **kw) -> subprocess.Popen:
+    """`cmd` in a process group of its own, its output appended to `log`; stop it with `kill_group`."""
+    linux = sys.platform.startswith("linux")
+    with open(log, "ab") as out:
+        return subprocess.Popen(["bash", "-c", _LEADER, "leader", *map(str, cmd)] if linux else cmd, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=_term_with_parent if linux else None, **kw)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -162,12 +185,10 @@ class Postgres:
     def start(self) -> Postgres:
         subprocess.run([self.bin / "initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "-E", "UTF8",
                         "--no-sync", "--no-instructions"], check=True, capture_output=True, **self.kw)
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [self.bin / "postgres", "-D", self.data, "-p", str(self.port), "-c", "listen_addresses=127.0.0.1",
-                 "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **self.kw)
+        self.proc = spawn([self.bin / "postgres", "-D", self.data, "-p", str(self.port), "-c",
+                           "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}", "-c", "fsync=off",
+                           "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                          self.log, **self.kw)
         wait_for(self._answers, 30, "PostgreSQL", self.proc, self.log)
         return self
 
@@ -219,11 +240,9 @@ class MlflowServer:
     def launch(self) -> MlflowServer:
         # no job runner: it starts 8 more Python processes (huey consumers) that this suite never gives work
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [BIN / "mlflow", "server", "--backend-store-uri", self.backend, "--artifacts-destination",
-                 str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=self.log.parent)
+        self.proc = spawn([BIN / "mlflow", "server", "--backend-store-uri", self.backend, "--artifacts-destination",
+                           self.artifacts, "--host", "127.0.0.1", "--port", self.port, "--workers", "1"],
+                          self.log, env=env, cwd=self.log.parent)
         return self
 
     def wait(self, timeout: float = 180) -> MlflowServer:
@@ -280,9 +299,7 @@ class RayNode:
                str(80 * 1024**2), "--temp-dir", str(self.temp_dir), "--disable-usage-stats",
                *(x for kv in ports.items() for x in kv)]
         self._before = set(self.alive_nodes()) if self.head else set()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                         env={**os.environ, **RAY_ENV, **self.env}, cwd=self.temp_dir)
+        self.proc = spawn(cmd, self.log, env={**os.environ, **RAY_ENV, **self.env}, cwd=self.temp_dir)
         return self
 
     def wait(self, timeout: float = 120) -> RayNode:

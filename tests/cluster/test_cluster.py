@@ -19,7 +19,6 @@ import contextlib
 import io
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from bench.predict import main as predict_main
 from bench.report import main as report_main
 from bench.run import main as run_main
 from tests.cluster.parts import (MEASURED, RAY_ENV, REPO, Missing, MlflowServer, Postgres, RayNode, free_port,
-                                 kill_group, tail, wait_for)
+                                 kill_group, spawn, tail, wait_for)
 from tests.test_run import tiny_root
 
 pytestmark = pytest.mark.cluster
@@ -74,10 +73,8 @@ def cluster(tmp_path_factory):
 
         # the same sweep run locally, meanwhile: the reference numbers, then its report
         local_log = work / "local.log"
-        with open(local_log, "wb") as out:
-            local = subprocess.Popen(bench_cli("bench.run", "--data-root", str(root), "--tracking-uri", local_uri,
-                                               "--experiment", "local", "--workers", "1", *SWEEP),
-                                     cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+        local = spawn(bench_cli("bench.run", "--data-root", str(root), "--tracking-uri", local_uri, "--experiment",
+                                "local", "--workers", "1", *SWEEP), local_log, cwd=work, env=ENV)
         stack.callback(kill_group, local)
 
         pg.start()
@@ -95,11 +92,8 @@ def cluster(tmp_path_factory):
         MEASURED["parts started (PostgreSQL, MLflow server, Ray head and worker)"] = time.monotonic() - t0
 
         assert local.wait(timeout=300) == 0, "the local sweep failed" + tail(local_log)
-        with open(work / "local-report.log", "wb") as out:
-            local_report = subprocess.Popen(bench_cli("bench.report", "--tracking-uri", local_uri, "--experiment",
-                                                      "local", "--out", str(work / "report-local")),
-                                            cwd=work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                            env=ENV)
+        local_report = spawn(bench_cli("bench.report", "--tracking-uri", local_uri, "--experiment", "local", "--out",
+                                       str(work / "report-local")), work / "local-report.log", cwd=work, env=ENV)
         stack.callback(kill_group, local_report)
         yield SimpleNamespace(work=work, root=root, pg=pg, server=server, optuna=optuna_url, head=head, worker=worker,
                               local_uri=local_uri, local_report=local_report, swept={})
@@ -136,9 +130,7 @@ def test_a_sweep_survives_a_lost_node_and_a_tracking_server_restart(cluster):
             "--executor", "ray", "--ray-address", c.head.address, "--tracking-uri", c.server.uri,
             "--optuna-storage", c.optuna]
     t0 = time.monotonic()
-    with open(log, "wb") as out:
-        driver = subprocess.Popen(argv, cwd=c.work, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                  env=ENV)
+    driver = spawn(argv, log, cwd=c.work, env=ENV)
     try:
         wait_for(lambda: any(held.iterdir()), 240, "a job's first trial on the worker node", driver, log)
         model, fold = next(held.iterdir()).name.split("-")
