@@ -118,22 +118,41 @@ def test_transmil_paths_prints_both_paths_and_their_difference():
 
 
 def test_io_reads_a_tiny_float16_root_cold_and_warm_and_its_cache_keeps_every_bag(tmp_path, capsys):
-    """Row per pass; the cached process's warm pass finds every bag in its cache, the uncached one none."""
+    """Row per pass; the cached process's warm passes find every bag in its cache, the uncached one none."""
     from bench.data.synth import synthesize
 
     synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, patches_per_slide=(20, 30), dtype="float16",
                log=lambda _: None)
     assert cli.run(["io", "--data-root", str(tmp_path), "--cohort", "ucec", "--cache-gb", "0.01"]) == 0
     out = capsys.readouterr().out
-    rows = {line[:38].strip(): line[38:].split() for line in out.splitlines()[2:8]}
+    rows = {line[:46].strip(): line[46:].split() for line in out.splitlines()[2:10]}
     assert list(rows) == ["disk: raw files, sequential, cold", "h5py features datasets, cold", "bags, no cache, cold",
-                          "bags, no cache, warm (shuffled)", "bags, cache 0.01 GB, cold", "bags, cache 0.01 GB, warm (shuffled)"]
+                          "bags, no cache, warm (shuffled)", "bags, no cache, warm again (reshuffled)",
+                          "bags, cache 0.01 GB, cold", "bags, cache 0.01 GB, warm (shuffled)",
+                          "bags, cache 0.01 GB, warm again (reshuffled)"]
     assert rows["disk: raw files, sequential, cold"][3] == "100%"
-    assert rows["bags, no cache, warm (shuffled)"][4] == "0/20" and rows["bags, cache 0.01 GB, cold"][4] == "0/20"
+    assert rows["bags, no cache, warm again (reshuffled)"][4] == "0/20" and rows["bags, cache 0.01 GB, cold"][4] == "0/20"
     assert rows["bags, cache 0.01 GB, warm (shuffled)"][4] == "20/20"
+    assert rows["bags, cache 0.01 GB, warm again (reshuffled)"][4] == "20/20"
     assert all(float(r[2]) > 0 for r in rows.values())  # bags/s
     assert re.search(r"20 bags in \d+ h5 files, [0-9.]+ GB of float16 \[N, 1024\]", out)
     assert "POSIX_FADV_DONTNEED" in out
+    assert re.search(r"The 0.01 GB cache is 100% of the cohort's [0-9.]+ GB as float32; its second warm epoch hit 100% "
+                     r"of the bags\.", out)
+
+
+def test_io_with_a_cache_of_half_the_cohort_hits_about_half_of_a_second_warm_epoch(tmp_path, capsys):
+    """Keeping what fits: the second shuffled epoch hits the cache's share of the cohort (bags differ in size)."""
+    from bench.data.synth import synthesize
+
+    synthesize(tmp_path, ["ucec"], scale=0.001, min_test_events=0, patches_per_slide=(20, 30), dtype="float16",
+               log=lambda _: None)
+    source = perf_io.io_source(tmp_path, "ucec")
+    budget = source.patches * source.dim * 2  # half the cohort as float32
+    text = perf_io.io_table(source, [budget])
+    share = re.search(r"cache is (\d+)% of the cohort's .* its second warm epoch hit (\d+)% of the bags", text)
+    assert share and share.group(1) == "50", text
+    assert 35 <= int(share.group(2)) <= 65
 
 
 def test_sequential_read_counts_every_byte_after_the_page_cache_drop(tmp_path):

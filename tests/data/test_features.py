@@ -139,21 +139,81 @@ def test_float64_and_integer_h5_features_are_refused_with_advice(tmp_path, dtype
         assert advice in str(err.value)
 
 
-def test_lru_cache_evicts_least_recently_used_bags_by_bytes():
+def test_cache_keeps_what_fits_and_evicts_only_other_folders_bags():
     bag = np.zeros((10, DIM), np.float32)  # 320 bytes
     cache = BagCache(int(2.5 * bag.nbytes))
     cache.put(("f", "a"), bag)
-    cache.put(("f", "b"), bag.copy())
-    assert cache.get(("f", "a")) is bag  # a is now the most recently used
-    cache.put(("g", "c"), bag.copy())
-    assert cache.get(("f", "b")) is None and cache.get(("f", "a")) is bag and cache.get(("g", "c")) is not None
-    assert len(cache) == 2 and cache.nbytes == 2 * bag.nbytes
+    cache.put(("g", "x"), bag.copy())
+    assert cache.get(("f", "a")) is bag  # g's x is now the least recently used
+    cache.put(("f", "b"), bag.copy())  # no room: another folder's bag gives way
+    assert cache.get(("g", "x")) is None and cache.get(("f", "b")) is not None and cache.nbytes == 2 * bag.nbytes
+    cache.put(("f", "c"), bag.copy())  # no room, and only f's own bags could free it: c is not kept, a and b stay
+    assert cache.get(("f", "c")) is None and cache.get(("f", "a")) is bag and len(cache) == 2
+    cache.put(("f", "small"), np.zeros((2, DIM), np.float32))  # what still fits is kept
+    assert cache.get(("f", "small")) is not None and cache.nbytes == 2 * bag.nbytes + 2 * DIM * 4
     cache.put(("f", "big"), np.zeros((30, DIM), np.float32))  # larger than the whole budget: never kept
-    assert cache.get(("f", "big")) is None and len(cache) == 2
+    assert cache.get(("f", "big")) is None and len(cache) == 3
     cache.put(("f", "a"), np.zeros((5, DIM), np.float32))  # replacing a bag counts only the new one
-    assert cache.nbytes == bag.nbytes + 5 * DIM * 4
+    assert cache.nbytes == bag.nbytes + 2 * DIM * 4 + 5 * DIM * 4
+    cache.put(("g", "y"), np.zeros((1, DIM), np.float32))
     cache.release("f")
-    assert len(cache) == 1 and cache.get(("g", "c")) is not None and cache.nbytes == bag.nbytes
+    assert len(cache) == 1 and cache.get(("g", "y")) is not None and cache.nbytes == DIM * 4
+
+
+def test_budget_is_never_exceeded_and_bytes_add_up(rng):
+    """Random bags of random sizes from three folders, read, replaced and released: the held bytes never pass the
+    budget and always equal the bags held."""
+    cache = BagCache(5_000)
+    for step in range(2_000):
+        folder, case = f"f{rng.integers(3)}", f"c{rng.integers(40)}"
+        if rng.random() < 0.01:
+            cache.release(folder)
+        elif cache.get((folder, case)) is None or rng.random() < 0.05:
+            cache.put((folder, case), np.zeros(int(rng.integers(1, 2_000)), np.uint8))
+        assert cache.nbytes <= cache.max_bytes
+        assert cache.nbytes == sum(b.nbytes for b in cache._bags.values())
+
+
+@pytest.fixture
+def cohort(tmp_path, rng):
+    """40 patients of 6-patch bags (one h5 slide each, float16 as real features are stored)."""
+    patients = {}
+    for i in range(40):
+        write_h5(tmp_path, f"s{i}", rng.standard_normal((6, DIM)).astype(np.float16))
+        patients[f"P{i}"] = [f"s{i}.svs"]
+    return tmp_path, patients
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5, 0.9])
+def test_shuffled_epochs_hit_the_caches_share_of_the_cohort(cohort, rng, share):
+    """Every epoch after the first draws the bags in a new order and finds the kept ones: the cache's share."""
+    folder, patients = cohort
+    bag_bytes = 6 * DIM * 4
+    store = FeatureStore(folder, dim=DIM, cache=BagCache(int(share * len(patients) * bag_bytes)))
+    cases = list(patients)
+    hits = []
+    for epoch in range(4):
+        hits.append(0)
+        for i in rng.permutation(len(cases)):
+            hits[-1] += store.cache.get((str(folder), cases[i])) is not None
+            store.bag(cases[i], patients[cases[i]])
+    assert hits[0] == 0 and hits[1:] == [int(share * len(cases))] * 3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_a_cached_bag_equals_a_read_one(cohort, rng, dtype):
+    """Over shuffled epochs through a cache of half the cohort, hit or miss, every bag equals the uncached
+    store's (float16 holding rounds both alike)."""
+    folder, patients = cohort
+    cached = FeatureStore(folder, dim=DIM, cache=BagCache(len(patients) * 6 * DIM * 2), dtype=dtype)
+    uncached = FeatureStore(folder, dim=DIM, dtype=dtype)
+    cases = list(patients)
+    for _ in range(3):
+        for i in rng.permutation(len(cases)):
+            got = cached.bag(cases[i], patients[cases[i]])
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, uncached.bag(cases[i], patients[cases[i]]))
+    assert len(cached.cache) > 0
 
 
 def test_float16_cache_halves_the_bytes_and_rounds_every_bag_alike(bags):
