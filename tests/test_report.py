@@ -614,6 +614,8 @@ def test_report_cli_on_tcga_runs_adds_the_release_from_the_runs_data_root_or_pub
     assert table.loc["SNN — published (MCAT release)", "BLCA"] == "0.660 ± 0.008"  # folds 0-2 of 0.65 + 0.01 k
     md = (out / "cindex_table.md").read_text(encoding="utf-8")
     assert "after the last (20th) epoch, bins cut on the whole cohort, one seed" in md
+    text = " ".join((out / "README.md").read_text(encoding="utf-8").split())
+    assert "**Rows marked published (MCAT release)**" in text and "under the nested protocol, so a difference" in text
     pairwise = pd.read_csv(out / "pairwise_tests.csv")
     mine = pairwise[pairwise["comparison"] == "ours"]
     assert mine[["cohort", "model_a", "model_b"]].values.tolist() == [["blca", "abmil", "ghanet"],
@@ -629,6 +631,8 @@ def test_report_cli_on_tcga_runs_adds_the_release_from_the_runs_data_root_or_pub
     assert "`python -m bench.data fetch --out <data root>` downloads them" in (out / "cindex_table.md").read_text(
         encoding="utf-8")
     assert set(pd.read_csv(out / "pairwise_tests.csv")["comparison"]) == {"ours"}
+    assert "**Published rows** (MCAT's released per-fold C on these splits) are missing" in (out / "README.md").read_text(
+        encoding="utf-8")
 
     elsewhere = tmp_path / "release"  # a folder of experiments itself, as the shared copy is laid out
     write_release(elsewhere, cohorts=("blca",))

@@ -20,7 +20,8 @@ from bench.report.analysis import (ORACLE, OURS, PUBLISHED, PUBLISHED_LABEL, SIG
                                    cohort_order, display, experiment_facts)
 from bench.report.store import mixed_settings
 from bench.report.tables import markdown_lines, table_rows
-from models import WSI, get_model_class, list_models
+from bench.run import reads_slides
+from models import list_models
 
 README, NOTES = "README.md", "NOTES.md"
 MARKER = "<!-- written by `python -m bench.report`: a rerun rewrites this file; hand-written notes go in NOTES.md -->"
@@ -110,16 +111,13 @@ def _values(runs: pd.DataFrame, column: str) -> str:
 
 
 def _reads_slides(model: str) -> bool:
-    if model not in list_models():
-        return True  # unknown here: do not call its numbers slide-free
-    cls = get_model_class(model)
-    return WSI in cls.train_modalities | cls.infer_modalities
+    return model not in list_models() or reads_slides(model)  # a model unknown here is not called slide-free
 
 
 def _reading(res: Results, table: CIndexTable, facts: dict) -> list[str]:
     """How to read the table: each mark and extra row, with this table's own numbers."""
     n_folds, n_seeds = len(facts["folds"]), len(facts["seeds"])
-    cells = [v for (row, _), v in table.cells.items() if row not in (ORACLE,) and PUBLISHED_LABEL not in row]
+    cells = [v for (row, _), v in table.cells.items() if row != ORACLE and PUBLISHED_LABEL not in row]
     ours = res.pairwise[res.pairwise["comparison"] == OURS]
     theirs = res.pairwise[res.pairwise["comparison"] == PUBLISHED]
     daggers = sum(1 for *_, worse in cells if worse)
@@ -151,11 +149,13 @@ def _reading(res: Results, table: CIndexTable, facts: dict) -> list[str]:
         out.append(f"- **k/n folds** would follow a cell resting on fewer folds than the others; here every cell "
                    f"rests on all {n_folds}.")
     if res.published is not None and len(res.published):
+        ours_ran = ("ours here ran under the same paper protocol, rerun by this suite" if facts["protocol"] == "paper"
+                    else f"ours here ran under the {facts['protocol']} protocol, so a difference mixes model and "
+                         "protocol")
         out.append(f"- **Rows marked {PUBLISHED_LABEL}** are MCAT's released per-fold val C-indices on the same "
                    "splits and folds, read from the release, not rerun. Their protocol is the publication's: scored "
                    "after the last (20th) epoch, bins cut on the whole cohort (the scored fold included), one seed; "
-                   f"ours here ran under the {facts['protocol']} protocol, so a difference mixes model and protocol. "
-                   f"`pairwise_tests.csv` tests each of our models against each of them (`comparison` = "
+                   f"{ours_ran}. `pairwise_tests.csv` tests each of our models against each of them (`comparison` = "
                    f"`published`), Holm-corrected as a family of its own ({len(theirs)} comparisons); no † comes "
                    "from them.")
     elif res.published is not None:
