@@ -66,7 +66,7 @@ def parse_args(argv):
                         "move (recorded, tag micro_batch: another value reruns a finished job)")
     mem = p.add_argument_group("memory", "what bounds a sweep's memory at real scale")
     mem.add_argument("--cache-gb", type=float, default=None,
-                     help="bag cache budget in GB (1e9 bytes): least-recently-used bags go first; one cache per process "
+                     help="bag cache budget in GB (1e9 bytes): it keeps what fits, a kept bag stays until its cohort is released; one cache per process "
                           "for all its cohorts, split over --workers (under --executor ray, each task process holds "
                           f"this much). Default: {DEFAULT_CACHE_SHARE * 100:.0f}%% of MemAvailable at start; 0: no cache, "
                           "bags are read from disk every epoch")
