@@ -27,7 +27,7 @@ from bench.data.layout import TABLE_VARIANTS
 from bench.errors import BenchError, cli_main
 from bench.executor import make_executor
 from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
-from bench.profiles import PROFILES
+from bench.profiles import PROFILES, Profile
 from bench.tracking import (TRACKING_URI_HELP, Tracker, browse_text, default_experiment, default_tracking_uri,
                             store_dir)
 from models import DEFAULT_MODELS, WSI, get_model_class, list_models, select_models
@@ -154,12 +154,8 @@ def refuse_missing_features(data_root: DataRoot, cohorts: list[str], models: lis
                          f"({', '.join(TABULAR_MODELS)}).")
 
 
-def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
-    """Validate every argument before any work starts."""
-    models = parse_models(args.models)
-    cohorts = parse_cohorts(args.cohorts)
-    folds = _int_list(args.folds, "folds", range(5))
-    seeds = _int_list(args.seed, "seed")
+def budget(args) -> tuple[Profile, int]:
+    """What each job spends: the profile with --epochs laid over it, and the trials (--trials, else the profile's)."""
     profile = PROFILES[args.profile]
     if args.epochs is not None:
         if args.epochs < 1:
@@ -168,6 +164,16 @@ def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
     trials = profile.trials if args.trials is None else args.trials
     if args.protocol == "nested" and trials < 1:
         raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
+    return profile, trials
+
+
+def settings_from_args(args) -> tuple[SweepSettings, list[Job], str, str]:
+    """Validate every argument before any work starts."""
+    models = parse_models(args.models)
+    cohorts = parse_cohorts(args.cohorts)
+    folds = _int_list(args.folds, "folds", range(5))
+    seeds = _int_list(args.seed, "seed")
+    profile, trials = budget(args)
     if (args.cache_gb is not None and args.cache_gb < 0) or args.max_tokens < 0:
         raise BenchError(f"--cache-gb {args.cache_gb} and --max-tokens {args.max_tokens}: neither can be negative "
                          "(0 turns the cache off, or the token limit).")

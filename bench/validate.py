@@ -40,7 +40,7 @@ from bench.data.synth import (DEFAULT_SCALE, FEATURE_DIM, MIN_TEST_EVENTS, SCENA
 from bench.errors import BenchError, cli_main  # noqa: E402
 from bench.jobs import Job, SweepSettings, job_key, load_cohort_data, run_job  # noqa: E402
 from bench.profiles import PROFILES  # noqa: E402
-from bench.run import DEFAULT_MAX_TOKENS, parse_models, reads_slides  # noqa: E402
+from bench.run import DEFAULT_MAX_TOKENS, budget, parse_models, reads_slides  # noqa: E402
 from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, Tracker, store_dir  # noqa: E402
 
 DEFAULT_MODELS = "abmil,transmil,clam_sb,ghanet,snn,coxnet"  # the WSI-only and genomic-only models the rules name
@@ -135,14 +135,7 @@ def study_from_args(args) -> Study:
     folds = sorted(set(_ints(args.folds, "folds", 0, 4)))
     if len(folds) < 2:
         raise BenchError(f"--folds {args.folds!r}: the pairwise tests pair folds, so give at least 2.")
-    profile = PROFILES[args.profile]
-    if args.epochs is not None:
-        if args.epochs < 1:
-            raise BenchError(f"--epochs {args.epochs}: train for at least 1 epoch.")
-        profile = replace(profile, epochs=args.epochs)
-    trials = profile.trials if args.trials is None else args.trials
-    if args.protocol == "nested" and trials < 1:
-        raise BenchError(f"--trials {trials}: the nested protocol needs at least 1 Optuna trial per job.")
+    profile, trials = budget(args)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
