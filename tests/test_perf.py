@@ -101,8 +101,10 @@ def test_sweep_times_a_tiny_slice_and_prints_the_projection(tmp_path, capsys):
     (["sweep", "--folds", "7"], "--folds"),
     (["sweep", "--models", "snn,nope"], "nope"),
     (["sweep", "--cohorts", "kirc"], "kirc"),
+    (["transmil", "--threads", "0"], "--threads 0"),
+    (["models", "--threads", "0"], "--threads 0"),
 ])
-def test_bad_sweep_arguments_exit_2_before_any_job(argv, phrase, capsys):
+def test_bad_arguments_exit_2_before_any_work(argv, phrase, capsys):
     assert cli.run(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and phrase in err and "Traceback" not in err
@@ -115,6 +117,13 @@ def test_transmil_paths_prints_both_paths_and_their_difference():
     assert row[:3] == ["5", "10", "short"]
     assert float(row[3]) > 0 and float(row[4]) > 0 and row[5].endswith("x")
     assert float(row[6]) < 1e-5
+
+
+def test_transmil_paths_run_on_the_threads_asked_and_restore_them(capsys):
+    threads = torch.get_num_threads()
+    assert cli.run(["transmil", "--sizes", "5", "--threads", "1"]) == 0
+    assert "1 threads" in capsys.readouterr().out
+    assert torch.get_num_threads() == threads
 
 
 def test_io_reads_a_tiny_float16_root_cold_and_warm_and_its_cache_keeps_every_bag(tmp_path, capsys):

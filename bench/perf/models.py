@@ -242,8 +242,7 @@ def add_parser(sub) -> None:
     p_models.add_argument("--models", default=",".join(n for n in list_models() if not get_model_class(n).estimator),
                           help="comma-separated model names (default: every torch model)")
     p_models.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)), help="bag sizes in patches")
-    p_models.add_argument("--threads", type=int, default=1,
-                          help="torch threads of the models and of the matmul (default 1, as a sweep job)")
+    add_threads_option(p_models)
     p_models.set_defaults(func=main)
 
 
@@ -253,15 +252,27 @@ def main(args) -> int:
     if unknown:
         raise BenchError(f"unknown model(s) {', '.join(unknown)}. Registered models: {', '.join(list_models())}.")
     sizes = int_list(args.sizes)
-    if args.threads < 1:
-        raise BenchError(f"--threads {args.threads}: the models need at least 1 torch thread.")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         before = matmul_peak_gflops()
         rows = benchmark(names, sizes)
         peak = max(before, matmul_peak_gflops())  # the better of two: other work only lowers it
         print(format_table(rows, peak))
+    return 0
+
+
+def add_threads_option(parser) -> None:
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the models and of the matmul (default 1, as a sweep job)")
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's thread count set to `n` for a benchmark, and restored after."""
+    if n < 1:
+        raise BenchError(f"--threads {n}: the models need at least 1 torch thread.")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
     finally:
         torch.set_num_threads(threads)
-    return 0

@@ -1,6 +1,6 @@
 """`python -m bench.perf transmil`: TransMIL's exact short-bag attention path beside the library path it replaces.
 
-    python -m bench.perf transmil [--sizes 66,256,257,2000]
+    python -m bench.perf transmil [--sizes 66,256,257,2000] [--threads 1]
 
 Prints the time per training pass of both and the largest difference of their logits and gradients.
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-from bench.perf.models import build_model, int_list, make_bag, train_pass
+from bench.perf.models import add_threads_option, build_model, int_list, make_bag, torch_threads, train_pass
 from bench.survival import nll_loss
 from models.base import SurvivalModel
 
@@ -89,9 +89,11 @@ def transmil_paths(sizes: Sequence[int], reps: int = 3) -> str:
 def add_parser(sub) -> None:
     p_transmil = sub.add_parser("transmil", help="TransMIL's exact short-bag path against the library path: time and difference")
     p_transmil.add_argument("--sizes", default="66,256,257,2000", help="bag sizes in patches")
+    add_threads_option(p_transmil)
     p_transmil.set_defaults(func=main)
 
 
 def main(args) -> int:
-    print(transmil_paths(int_list(args.sizes)))
+    with torch_threads(args.threads):
+        print(transmil_paths(int_list(args.sizes)))
     return 0
