@@ -106,6 +106,7 @@ class SurvivalEstimator(ABC):
     relative_job_cost: ClassVar[float] = 1.0
     paper_defaults: ClassVar[dict[str, Any]] = {}
     clinical_columns: ClassVar[tuple[str, ...]] = ()
+    state_keys: ClassVar[tuple[str, ...]] = ("coef",)  # the fitted arrays state_dict holds; "coef" among them
 
     @staticmethod
     @abstractmethod
@@ -134,12 +135,23 @@ class SurvivalEstimator(ABC):
         """(risk [n], higher = worse; survival P(T >= t) [n, len(times)])."""
 
     @abstractmethod
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """What the fit learned, as tensors."""
+    def coefficients_expected(self) -> tuple[int, str]:
+        """How many coefficients a fit of this configuration has, and what they are (for load's error)."""
 
-    @abstractmethod
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """What the fit learned (the `state_keys` attributes), as float64 tensors."""
+        return {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in self.state_keys}
+
     def load_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True):
-        """Restore a `state_dict`."""
+        """Restore a `state_dict`, refusing one whose keys or coefficient count do not fit this model."""
+        if strict and set(state) != set(self.state_keys):
+            raise RuntimeError(f"{self.name} state needs {', '.join(self.state_keys)}, got {sorted(state)}")
+        n, what = self.coefficients_expected()
+        if len(state["coef"]) != n:
+            raise RuntimeError(f"{self.name} state has {len(state['coef'])} coefficients for {n} {what}")
+        for k, v in state.items():
+            setattr(self, k, v.numpy())
+        return self
 
     def eval(self) -> "SurvivalEstimator":
         """No train/eval modes: a fitted estimator scores the same either way."""

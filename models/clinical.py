@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from .base import CLINICAL, SurvivalEstimator
@@ -104,7 +103,7 @@ class ClinicalCox(SurvivalEstimator):
     relative_job_cost = 0.02
     paper_defaults = {"alpha": 1.0}
     clinical_columns = CLINICAL_COLUMNS
-    _STATE = ("coef", "base_time", "base_log_cumhaz")
+    state_keys = ("coef", "base_time", "base_log_cumhaz")
 
     def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, clinical_encoding=None, alpha=1.0):
         if clinical_encoding is None:
@@ -140,18 +139,8 @@ class ClinicalCox(SurvivalEstimator):
         lp = encode(clinical, self.encoding) @ self.coef
         return lp, breslow_survival(lp, self.base_time, self.base_log_cumhaz, times)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in self._STATE}
-
-    def load_state_dict(self, state, strict: bool = True):
-        if strict and set(state) != set(self._STATE):
-            raise RuntimeError(f"{self.name} state needs {', '.join(self._STATE)}, got {sorted(state)}")
-        if len(state["coef"]) != len(self.encoding["design"]):
-            raise RuntimeError(f"{self.name} state has {len(state['coef'])} coefficients for the "
-                               f"{len(self.encoding['design'])} design columns of its encoding")
-        for k, v in state.items():
-            setattr(self, k, v.numpy())
-        return self
+    def coefficients_expected(self) -> tuple[int, str]:
+        return len(self.encoding["design"]), "design columns of its encoding"
 
 
 @register_model

@@ -25,7 +25,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-import torch
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 
 from .base import OMICS, SurvivalEstimator
@@ -60,7 +59,7 @@ class CoxNet(SurvivalEstimator):
     infer_modalities = frozenset({OMICS})
     relative_job_cost = 0.06  # bench.perf sweep, blca fold 0: job-seconds / abmil's (4.7 s in the same run)
     paper_defaults = {"alpha_ratio": 0.1, "l1_ratio": 0.5}
-    _STATE = ("coef", "offset", "alpha", "base_time", "base_log_cumhaz")
+    state_keys = ("coef", "offset", "alpha", "base_time", "base_log_cumhaz")
 
     def __init__(self, *, path_dim=1024, omic_sizes=DEFAULT_OMIC_SIZES, n_bins=4, alpha_ratio=0.1, l1_ratio=0.5):
         if not 0 < alpha_ratio <= 1 or not 0 < l1_ratio <= 1:
@@ -106,14 +105,5 @@ class CoxNet(SurvivalEstimator):
         lp = self._design(omics, clinical) @ self.coef - self.offset
         return lp, breslow_survival(lp, self.base_time, self.base_log_cumhaz, times)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(getattr(self, k), dtype=torch.float64) for k in self._STATE}
-
-    def load_state_dict(self, state, strict: bool = True):
-        if strict and set(state) != set(self._STATE):
-            raise RuntimeError(f"coxnet state needs {', '.join(self._STATE)}, got {sorted(state)}")
-        if len(state["coef"]) != self.n_features:
-            raise RuntimeError(f"coxnet state has {len(state['coef'])} coefficients for {self.n_features} genomic values")
-        for k, v in state.items():
-            setattr(self, k, v.numpy())
-        return self
+    def coefficients_expected(self) -> tuple[int, str]:
+        return self.n_features, "genomic values"

@@ -92,6 +92,21 @@ def test_clinical_cox_is_sksurvs_ridge_cox_with_breslow_survival():
     assert model.coef[enc["design"].index("age")] > 0  # age raises the simulated hazard
 
 
+def test_a_saved_fit_reloads_only_into_the_same_design():
+    frame = _frame()
+    time, event = _survival(frame)
+    enc = fit_encoding(frame, COLUMNS)
+    model = create_model("clinical", omic_sizes=SIZES, clinical_encoding=enc).fit([], time, event, frame)
+    again = create_model("clinical", omic_sizes=SIZES, clinical_encoding=enc).load_state_dict(model.state_dict())
+    for a, b in zip(model.predict([], [1.0, 5.0], frame), again.predict([], [1.0, 5.0], frame)):
+        np.testing.assert_array_equal(a, b)
+    narrower = fit_encoding(frame.assign(oncotree_code="IDC"), COLUMNS)  # one subtype: its column dropped
+    with pytest.raises(RuntimeError, match="clinical state has .* coefficients for .* design columns"):
+        create_model("clinical", omic_sizes=SIZES, clinical_encoding=narrower).load_state_dict(model.state_dict())
+    with pytest.raises(RuntimeError, match="clinical state needs coef, base_time, base_log_cumhaz"):
+        again.load_state_dict({"coef": model.state_dict()["coef"]})
+
+
 def _coxnet_data(n=150, seed=0):
     frame = _frame(n, seed)
     rng = np.random.default_rng(seed + 1)
