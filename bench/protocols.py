@@ -24,7 +24,7 @@ from bench.stats import fold_calibration, ipcw_c_index, ipcw_tau
 from bench.survival import c_index, fit_bin_edges
 from bench.train import TrainSettings, fit, predict
 from bench.tune import inner_split, open_study, tune
-from models import CLINICAL, WSI, get_model_class
+from models import CLINICAL, get_model_class, reads_slides
 from models.clinical import unseen_values
 
 if TYPE_CHECKING:  # bench.jobs imports this module; the types are only for the signature
@@ -43,8 +43,7 @@ def fit_and_score(job: Job, s: SweepSettings, cd: CohortData, split: Split, key:
     `files`: the saved fold model (bench.checkpoint) by artifact path, when `s.save_models`.
     """
     cls = get_model_class(job.model)
-    needs_wsi = WSI in cls.train_modalities | cls.infer_modalities
-    store = cd.store if needs_wsi else None
+    store = cd.store if reads_slides(job.model) else None
     cohort = cd.cohort
     base = {**cls.paper_params(job.cohort), "epochs": s.profile.epochs, "grad_accum": s.profile.grad_accum}
     speed = dict(seed=job.seed, micro_batch=s.micro_batch, device=s.device, precision=s.precision,

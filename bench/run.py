@@ -30,7 +30,7 @@ from bench.jobs import Job, JobResult, SweepSettings, load_cohort_data
 from bench.profiles import PROFILES, Profile
 from bench.tracking import (TRACKING_URI_HELP, Tracker, browse_text, default_experiment, default_tracking_uri,
                             store_dir)
-from models import DEFAULT_MODELS, WSI, get_model_class, list_models, select_models
+from models import DEFAULT_MODELS, get_model_class, list_models, reads_slides, select_models
 from models.registry import MODEL_SELECTIONS, TABULAR_MODELS
 
 DEFAULT_SYNTHETIC_ROOT = Path("data/synthetic")
@@ -134,11 +134,6 @@ def parse_models(text: str) -> list[str]:
     if not models:
         raise BenchError(f"--models {text!r} names no model: give registered names or one of {', '.join(MODEL_SELECTIONS)}.")
     return models
-
-
-def reads_slides(model: str) -> bool:
-    cls = get_model_class(model)
-    return WSI in cls.train_modalities | cls.infer_modalities
 
 
 def refuse_missing_features(data_root: DataRoot, cohorts: list[str], models: list[str]) -> None:

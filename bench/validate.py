@@ -40,8 +40,9 @@ from bench.data.synth import (DEFAULT_SCALE, FEATURE_DIM, MIN_TEST_EVENTS, SCENA
 from bench.errors import BenchError, cli_main  # noqa: E402
 from bench.jobs import Job, SweepSettings, job_key, load_cohort_data, run_job  # noqa: E402
 from bench.profiles import PROFILES  # noqa: E402
-from bench.run import DEFAULT_MAX_TOKENS, budget, parse_models, reads_slides  # noqa: E402
+from bench.run import DEFAULT_MAX_TOKENS, budget, parse_models  # noqa: E402
 from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, Tracker, store_dir  # noqa: E402
+from models import reads_slides  # noqa: E402
 
 DEFAULT_MODELS = "abmil,transmil,clam_sb,ghanet,snn,coxnet"  # the WSI-only and genomic-only models the rules name
 DEFAULT_REPLICATES = 10

@@ -2,7 +2,7 @@
 
 from .base import CLINICAL, OMICS, WSI, SurvivalEstimator, SurvivalModel, SurvivalOutput
 from .registry import (DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, create_model, get_model_class, list_models,
-                       register_model, select_models)
+                       reads_slides, register_model, select_models)
 
 # Importing each model module registers it.
 from . import abmil, ghanet, mcat, snn, transmil  # noqa: E402,F401
@@ -11,5 +11,6 @@ from . import cmta, motcat  # noqa: E402,F401
 
 __all__ = [
     "CLINICAL", "DEFAULT_MODELS", "DEFAULT_OMIC_SIZES", "ModelError", "OMICS", "WSI", "SurvivalEstimator", "SurvivalModel",
-    "SurvivalOutput", "create_model", "get_model_class", "list_models", "register_model", "select_models",
+    "SurvivalOutput", "create_model", "get_model_class", "list_models", "reads_slides", "register_model",
+    "select_models",
 ]

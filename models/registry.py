@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import SurvivalEstimator, SurvivalModel
+from .base import WSI, SurvivalEstimator, SurvivalModel
 
 # BLCA `sig` table with every genomic column kept (TSG, Onc, PK, CDM, TF, CGF).
 DEFAULT_OMIC_SIZES = (94, 334, 521, 468, 1496, 479)
@@ -63,6 +63,12 @@ def get_model_class(name: str) -> type[SurvivalModel | SurvivalEstimator]:
             f"unknown model {name!r}. Registered models: {', '.join(list_models())}. "
             "Pick one of those (python -m bench.run --list-models prints them)."
         ) from None
+
+
+def reads_slides(name: str) -> bool:
+    """Whether the model reads slide features in training or at inference (a sweep of none opens no feature folder)."""
+    cls = get_model_class(name)
+    return WSI in cls.train_modalities | cls.infer_modalities
 
 
 def create_model(

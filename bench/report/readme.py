@@ -20,8 +20,7 @@ from bench.report.analysis import (ORACLE, OURS, PUBLISHED, PUBLISHED_LABEL, SIG
                                    cohort_order, display, experiment_facts)
 from bench.report.store import mixed_settings
 from bench.report.tables import markdown_lines, table_rows
-from bench.run import reads_slides
-from models import list_models
+from models import list_models, reads_slides
 
 README, NOTES = "README.md", "NOTES.md"
 MARKER = "<!-- written by `python -m bench.report`: a rerun rewrites this file; hand-written notes go in NOTES.md -->"

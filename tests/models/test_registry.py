@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from models import (CLINICAL, DEFAULT_MODELS, DEFAULT_OMIC_SIZES, ModelError, OMICS, WSI, SurvivalEstimator, SurvivalModel,
-                    create_model, get_model_class, list_models, select_models)
+                    create_model, get_model_class, list_models, reads_slides, select_models)
 from models.base import OPTIM_KEYS, REFERENCE_OPTIM
 
 
@@ -140,3 +140,9 @@ def test_a_model_error_prints_as_one_paragraph_with_exit_2(capsys):
     assert cli_main(main)([]) == EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert err.startswith("error: unknown model 'no-such-model'") and "Traceback" not in err
+
+
+def test_reads_slides_names_the_slide_free_models():
+    """G-HANet reads slides although it infers without genes; the tabular models never do."""
+    assert {m for m in list_models() if not reads_slides(m)} == {"snn", "coxnet", "clinical", "clinical_coxnet",
+                                                                 "clinical_site"}
