@@ -2,6 +2,7 @@
 
     python -m bench.validate [--scenarios all|null,shared,histology,genomic,sparse] [--models snn,coxnet]
                              [--replicates R] [--seeds 1,2] [--cohorts blca,...] [--scale F] [--out DIR]
+                             [--baseline DIR: the same study at another budget, set beside this one]
 
 For each scenario, R synthetic data roots (`data_seed`: no two scenarios share a seed) are written under --data-dir
 and reused once complete; each root's jobs (model x cohort x fold x seed) run through `bench.jobs.run_job`, the job function
@@ -87,6 +88,10 @@ def parse_args(argv):
                        help=f"sd of the Gaussian noise added to the true log-risk (default {POWER_NOISE})")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI)
     p.add_argument("--out", type=Path, default=Path("results/validate"))
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="another bench.validate --out of the same scenarios, replicates, cohorts, folds and seeds at "
+                        "another budget: its replicate scores are set beside these, paired by replicate "
+                        "(budget_comparison.csv and .md)")
     return p.parse_args(argv)
 
 
@@ -119,6 +124,7 @@ class Study:
     uri: str
     data_dir: Path
     out: Path
+    baseline: Path | None = None  # another budget's output on the same data: budget_comparison.{csv,md}
 
 
 def study_from_args(args) -> Study:
@@ -141,6 +147,9 @@ def study_from_args(args) -> Study:
     if device == "cuda" and not torch.cuda.is_available():
         raise BenchError("--device cuda was asked for, but torch sees no CUDA device. Use --device cpu or auto.")
     models = parse_models(args.models)
+    if args.baseline is not None and not (args.baseline / "replicate_scores.csv").is_file():
+        raise BenchError(f"--baseline {args.baseline}: no replicate_scores.csv there. Give the --out folder of an "
+                         "earlier bench.validate run of the same scenarios at another budget.")
     settings = SweepSettings(data="synthetic", root=DataRoot(args.data_dir), protocol=args.protocol, profile=profile,
                              trials=trials if args.protocol == "nested" else 0, device=device,
                              max_tokens=DEFAULT_MAX_TOKENS, cache_bytes=default_cache_bytes(), save_models=False,
@@ -149,7 +158,7 @@ def study_from_args(args) -> Study:
              "patches_per_slide": patch_range(args.patches_per_slide)}
     return Study(names, models, args.replicates, _ints(args.seeds, "seeds", 0), parse_cohorts(args.cohorts), folds,
                  synth, args.prognostic_fraction, settings, tuple(_ints(args.power_events, "power-events", 1)),
-                 args.power_noise, args.tracking_uri, args.data_dir, args.out)
+                 args.power_noise, args.tracking_uri, args.data_dir, args.out, args.baseline)
 
 
 # --------------------------------------------------------------------------- replicate data and their jobs
@@ -392,11 +401,35 @@ def write_outputs(study: Study, runs: list[ReplicateRun], preds: pd.DataFrame, a
     timing = pd.DataFrame([{"scenario": r.scenario, "replicate": r.replicate, **{f"jobs_{k}": v for k, v in r.statuses.items()},
                             "wall_seconds": round(r.wall_seconds, 1), "job_seconds": round(r.job_seconds, 1)} for r in runs])
     timing.to_csv(out / "timings.csv", index=False)
-    readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, time.perf_counter() - t0)
+    budget = ""
+    if study.baseline is not None:
+        # keep_default_na off: pandas would read the scenario name "null" as a missing value
+        there = pd.read_csv(study.baseline / "replicate_scores.csv", keep_default_na=False, na_values=[""])
+        try:
+            comparison = validity.budget_comparison(reps, there)
+        except ValueError as e:
+            raise BenchError(f"--baseline {study.baseline}: {e}. Its README.md gives the command that made it.") from None
+        comparison.to_csv(out / "budget_comparison.csv", index=False, float_format="%.6g")
+        budget = budget_markdown(comparison, study.baseline)
+        (out / "budget_comparison.md").write_text(budget)
+    readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, time.perf_counter() - t0, budget)
     print("verdicts: " + "; ".join(f"{s} {v[0]}" for s, v in verdicts.items()) + f"\nwrote {out}/README.md and its tables")
 
 
-def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, stats_seconds) -> None:
+def budget_markdown(comparison: pd.DataFrame, baseline: Path) -> str:
+    """The budget comparison's table: mean C at both budgets, the paired difference and the ranks."""
+    rows = [[r.scenario, r.model, str(r.replicates), _fmt(r.mean_c_here), _fmt(r.mean_c_there),
+             _interval(r.difference, r.diff_low, r.diff_high),
+             "" if pd.isna(r.rank_here) else f"{r.rank_there} -> {r.rank_here}"]
+            for r in comparison.itertuples()]
+    return (f"Against `{baseline.name}/` (the same data seeds, cohorts, folds and training seeds at another budget): "
+            "mean C over the replicates both ran, the paired difference this budget - that one with its 95% "
+            "replicate interval, and the model's rank within its scenario there -> here (1 = highest).\n\n"
+            + markdown(["scenario", "model", "replicates", "mean C here", "mean C there", "difference [95%]",
+                        "rank there -> here"], rows))
+
+
+def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, stats_seconds, budget="") -> None:
     s = study.settings
     jobs = {k: sum(r.statuses[k] for r in runs) for k in ("finished", "skipped", "failed")}
     first = study.data_dir / study.scenarios[0] / f"seed{data_seed(study.scenarios[0], 0)}"
@@ -445,9 +478,13 @@ FPR columns test two such noisy copies against each other (a labels-only null, a
 
 {power_markdown(power)}
 ![false-positive rate and power against deaths per test fold]({FIGURE})
+""" + (f"""
+## Budget sensitivity
+
+{budget}""" if budget else "") + f"""
 
 Files: `expected_vs_observed.{{csv,md}}`, `replicate_scores.csv`, `false_positive_rate.{{csv,md}}`, `pvalues.csv`,
-`power.{{csv,md}}`, `power_trials.csv`, `timings.csv`, `{FIGURE}`.
+`power.{{csv,md}}`, `power_trials.csv`, `timings.csv`, `{FIGURE}`{', `budget_comparison.{csv,md}`' if budget else ''}.
 """
     (study.out / "README.md").write_text(text)
 

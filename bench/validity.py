@@ -146,6 +146,35 @@ def expected_vs_observed(reps: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, tu
     return pd.DataFrame(rows), verdicts
 
 
+# --------------------------------------------------------------------------- budget sensitivity
+
+def budget_comparison(here: pd.DataFrame, there: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario and model, this budget's replicate scores against another budget's on the same data.
+
+    Both are `replicate_scores` tables; rows pair on (scenario, replicate, model), so only the replicates both
+    ran count. Gives each side's mean C, the paired difference here - there with its 95% t interval over
+    replicates, and each side's rank of the model within its scenario (1 = the highest mean C; the oracle is
+    left out of the ranks), which says whether a ranking moves with the budget.
+    """
+    key = ["scenario", "replicate", "model"]
+    pairs = here[key + ["mean_c"]].merge(there[key + ["mean_c"]], on=key, suffixes=("_here", "_there"))
+    if pairs.empty:
+        raise ValueError("the two score tables share no (scenario, replicate, model): they are not the same study "
+                         "at two budgets")
+    rows = []
+    for (scenario, model), g in pairs.groupby(["scenario", "model"], sort=True):
+        diff, low, high = replicate_interval(g["mean_c_here"] - g["mean_c_there"])
+        rows.append({"scenario": scenario, "model": model, "replicates": len(g),
+                     "mean_c_here": g["mean_c_here"].mean(), "mean_c_there": g["mean_c_there"].mean(),
+                     "difference": diff, "diff_low": low, "diff_high": high})
+    table = pd.DataFrame(rows)
+    ranked = table["model"] != ORACLE
+    for side in ("here", "there"):
+        table[f"rank_{side}"] = (table[ranked].groupby("scenario")[f"mean_c_{side}"]
+                                 .rank(ascending=False, method="min").astype("Int64"))
+    return table
+
+
 # --------------------------------------------------------------------------- the pairwise tests and their nulls
 
 @dataclass(frozen=True)

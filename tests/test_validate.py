@@ -53,9 +53,21 @@ def test_validate_runs_the_null_scenario_end_to_end_and_a_rerun_resumes(tmp_path
     assert pd.read_csv(out / "timings.csv")["jobs_skipped"].tolist() == [8] * 4
     assert {p.name: p.read_bytes() for p in out.glob("*.csv") if p.name != "timings.csv"} == first
 
+    # the same finished study set beside itself as its own baseline: every paired difference 0 (to the 6 digits
+    # replicate_scores.csv keeps), ranks kept
+    again = [*tiny(tmp_path)[:-4], "--out", str(tmp_path / "again"), *tiny(tmp_path)[-2:], "--baseline", str(out)]
+    assert main(again) == 0
+    comparison = pd.read_csv(tmp_path / "again" / "budget_comparison.csv")
+    assert set(comparison["model"]) == {"snn", "coxnet", "oracle"} and (comparison["replicates"] == 4).all()
+    assert (comparison["difference"].abs() < 1e-6).all()
+    ranked = comparison[comparison["model"] != "oracle"]
+    assert ranked["rank_here"].tolist() == ranked["rank_there"].tolist() and comparison["rank_here"].isna().sum() == 1
+    assert "## Budget sensitivity" in (tmp_path / "again" / "README.md").read_text()
+
 
 @pytest.mark.parametrize("flags, words", [(["--scenarios", "nul"], "--scenarios"), (["--folds", "3"], "at least 2"),
-                                          (["--prognostic-fraction", "2"], "prognostic fraction")])
+                                          (["--prognostic-fraction", "2"], "prognostic fraction"),
+                                          (["--baseline", "nowhere"], "no replicate_scores.csv")])
 def test_bad_options_are_refused_before_any_work(tmp_path, capsys, flags, words):
     assert main([*tiny(tmp_path), *flags]) == 2
     err = capsys.readouterr().err
@@ -65,6 +77,22 @@ def test_bad_options_are_refused_before_any_work(tmp_path, capsys, flags, words)
 def reps(scenario: str, scores: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame([{"scenario": scenario, "replicate": r, "model": m, "mean_c": c}
                          for m, values in scores.items() for r, c in enumerate(values)])
+
+
+def test_budget_comparison_pairs_replicates_and_ranks_within_a_scenario():
+    quick = reps("shared", {"abmil": [0.60, 0.62, 0.64], "transmil": [0.50, 0.52, 0.54], "oracle": [0.8, 0.8, 0.8]})
+    longer = reps("shared", {"abmil": [0.61, 0.63, 0.65], "transmil": [0.70, 0.62, 0.66], "oracle": [0.8, 0.8, 0.8]})
+    table = validity.budget_comparison(longer, quick).set_index("model")
+    assert table.loc["abmil", "difference"] == pytest.approx(0.01)
+    assert table.loc["abmil", "diff_low"] == pytest.approx(0.01) == table.loc["abmil", "diff_high"]  # no spread
+    assert table.loc["transmil", "difference"] == pytest.approx(0.14)
+    low, high = table.loc["transmil", ["diff_low", "diff_high"]]
+    sd = np.std([0.20, 0.10, 0.12], ddof=1)
+    assert low < 0.14 < high and high - low == pytest.approx(2 * 4.302653 * sd / np.sqrt(3), rel=1e-5)  # t(0.975, 2)
+    assert (table.loc["transmil", "rank_there"], table.loc["transmil", "rank_here"]) == (2, 1)
+    assert pd.isna(table.loc["oracle", "rank_here"])
+    with pytest.raises(ValueError, match="share no"):
+        validity.budget_comparison(longer, reps("null", {"abmil": [0.5]}))
 
 
 def test_the_rules_judge_what_they_say():
