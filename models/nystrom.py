@@ -51,11 +51,13 @@ def _pinv_start(x: torch.Tensor, sizes: torch.Tensor) -> torch.Tensor:
 
 
 def _pinv_iterations(x: torch.Tensor, z: torch.Tensor, iters: int) -> torch.Tensor:
-    """The library's Moore-Penrose iteration, on whatever matrices it is handed."""
+    """The library's Moore-Penrose iteration, on [B, K, K] matrices: the same products and differences in
+    the same order; the constant matrices 7I, 13I, 15I are built once rather than per iteration."""
     eye = torch.eye(x.shape[-1], device=x.device, dtype=x.dtype)
+    eye7, eye13, eye15 = 7 * eye, 13 * eye, 15 * eye
     for _ in range(iters):
-        xz = x @ z
-        z = 0.25 * z @ (13 * eye - (xz @ (15 * eye - (xz @ (7 * eye - xz)))))
+        xz = torch.bmm(x, z)
+        z = torch.bmm(0.25 * z, eye13 - torch.bmm(xz, eye15 - torch.bmm(xz, eye7 - xz)))
     return z
 
 
@@ -95,9 +97,13 @@ class NystromAttention(nystrom_attention.NystromAttention):
         else:
             sizes = torch.ones(n, device=x.device, dtype=x.dtype)
         attn = sim.softmax(dim=-1)  # C(A)
-        z = _pinv_iterations(attn, _pinv_start(attn, sizes), self.pinv_iterations)
+        z = _pinv_start(attn, sizes)
+        # Heads folded into the batch for the 27 products below: bmm is the kernel matmul calls on these same
+        # [b h, K, K] operands, without the expand, reshape and view autograd nodes matmul adds around each one.
+        attn, z, v_heads = (t.reshape(b * self.heads, *t.shape[-2:]) for t in (attn, z, v))
+        z = _pinv_iterations(attn, z, self.pinv_iterations)
         attn_real = attn[..., 1:] if pad else attn  # v's padding class is 0: drop its column
-        out = (attn @ z) @ (attn_real @ v)
+        out = torch.bmm(torch.bmm(attn, z), torch.bmm(attn_real, v_heads)).view(b, self.heads, -1, v.shape[-1])
         if pad:
             out = out[..., 1:, :]
         if self.residual:

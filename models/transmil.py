@@ -89,8 +89,7 @@ class TransMIL(SurvivalModel):
         h = self.fc(bag).unsqueeze(0)
         n = h.shape[1]
         side = math.ceil(math.sqrt(n))
-        h = torch.cat([h, h[:, : side * side - n]], dim=1)
-        h = torch.cat([self.cls_token, h], dim=1)
+        h = torch.cat([self.cls_token, h, h[:, : side * side - n]], dim=1)
         h = self.layer2(self.pos_layer(self.layer1(h), side))
         return self.classifier(self.norm(h)[:, 0])
 
