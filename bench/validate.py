@@ -41,6 +41,7 @@ from bench.data.synth import (DEFAULT_SCALE, FEATURE_DIM, MIN_TEST_EVENTS, SCENA
 from bench.errors import BenchError, cli_main  # noqa: E402
 from bench.jobs import Job, SweepSettings, job_key, load_cohort_data, run_job  # noqa: E402
 from bench.profiles import PROFILES  # noqa: E402
+from bench.report.tables import markdown_lines  # noqa: E402
 from bench.run import DEFAULT_MAX_TOKENS, budget, parse_models  # noqa: E402
 from bench.tracking import DEFAULT_TRACKING_URI, PREDICTIONS_ARTIFACT, Tracker, store_dir  # noqa: E402
 from models import reads_slides  # noqa: E402
@@ -252,8 +253,7 @@ def _interval(mean, low, high) -> str:
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+    return "\n".join(markdown_lines([header, *rows], centred=False)) + "\n"
 
 
 def expected_markdown(table: pd.DataFrame) -> str:
@@ -401,7 +401,7 @@ def write_outputs(study: Study, runs: list[ReplicateRun], preds: pd.DataFrame, a
     timing = pd.DataFrame([{"scenario": r.scenario, "replicate": r.replicate, **{f"jobs_{k}": v for k, v in r.statuses.items()},
                             "wall_seconds": round(r.wall_seconds, 1), "job_seconds": round(r.job_seconds, 1)} for r in runs])
     timing.to_csv(out / "timings.csv", index=False)
-    budget = ""
+    budget_text = ""
     if study.baseline is not None:
         # keep_default_na off: pandas would read the scenario name "null" as a missing value
         there = pd.read_csv(study.baseline / "replicate_scores.csv", keep_default_na=False, na_values=[""])
@@ -410,9 +410,10 @@ def write_outputs(study: Study, runs: list[ReplicateRun], preds: pd.DataFrame, a
         except ValueError as e:
             raise BenchError(f"--baseline {study.baseline}: {e}. Its README.md gives the command that made it.") from None
         comparison.to_csv(out / "budget_comparison.csv", index=False, float_format="%.6g")
-        budget = budget_markdown(comparison, study.baseline)
-        (out / "budget_comparison.md").write_text(budget)
-    readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, time.perf_counter() - t0, budget)
+        budget_text = budget_markdown(comparison, study.baseline)
+        (out / "budget_comparison.md").write_text(budget_text)
+    readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, time.perf_counter() - t0,
+           budget_text)
     print("verdicts: " + "; ".join(f"{s} {v[0]}" for s, v in verdicts.items()) + f"\nwrote {out}/README.md and its tables")
 
 
@@ -429,7 +430,8 @@ def budget_markdown(comparison: pd.DataFrame, baseline: Path) -> str:
                         "rank there -> here"], rows))
 
 
-def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, stats_seconds, budget="") -> None:
+def readme(study, runs, table, verdicts, rates, power, timing, argv, run_seconds, stats_seconds,
+           budget_text="") -> None:
     s = study.settings
     jobs = {k: sum(r.statuses[k] for r in runs) for k in ("finished", "skipped", "failed")}
     first = study.data_dir / study.scenarios[0] / f"seed{data_seed(study.scenarios[0], 0)}"
@@ -481,10 +483,10 @@ FPR columns test two such noisy copies against each other (a labels-only null, a
 """ + (f"""
 ## Budget sensitivity
 
-{budget}""" if budget else "") + f"""
+{budget_text}""" if budget_text else "") + f"""
 
 Files: `expected_vs_observed.{{csv,md}}`, `replicate_scores.csv`, `false_positive_rate.{{csv,md}}`, `pvalues.csv`,
-`power.{{csv,md}}`, `power_trials.csv`, `timings.csv`, `{FIGURE}`{', `budget_comparison.{csv,md}`' if budget else ''}.
+`power.{{csv,md}}`, `power_trials.csv`, `timings.csv`, `{FIGURE}`{', `budget_comparison.{csv,md}`' if budget_text else ''}.
 """
     (study.out / "README.md").write_text(text)
 

@@ -53,9 +53,11 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def markdown_lines(rows: list[list[str]]) -> list[str]:
-    """A table's rows (header first) as Markdown lines, the first column left-aligned and the others centred."""
-    return (["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + [":---:"] * (len(rows[0]) - 1)) + "|"]
+def markdown_lines(rows: list[list[str]], centred: bool = True) -> list[str]:
+    """A table's rows (header first) as Markdown lines, the first column left-aligned and the others centred
+    (`centred`) or left-aligned too."""
+    rule = ":---:" if centred else "---"
+    return (["| " + " | ".join(rows[0]) + " |", "|" + "|".join(["---"] + [rule] * (len(rows[0]) - 1)) + "|"]
             + ["| " + " | ".join(r) + " |" for r in rows[1:]])
 
 
